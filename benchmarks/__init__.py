@@ -1,0 +1,1 @@
+"""Benchmark harness: networks, data, training, evaluation and reporting."""

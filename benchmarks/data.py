@@ -1,0 +1,262 @@
+"""Datasets as tensors, and a resumable minibatch sampler.
+
+Images come back as float32 ``(N, C, H, W)`` in ``[-1, 1]``; 2D toys as float32 ``(N, 2)``.
+Loaders never download silently into odd places: a missing dataset raises :class:`DataError`
+with the folder searched, the expected files and where to get them.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_DIR = "cifar-10-batches-py"
+CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_TEST = ("test_batch",)
+IMAGENET_URL = "https://image-net.org/download-images"
+IMAGENET32_TRAIN = tuple(f"train_data_batch_{i}.npz" for i in range(1, 11))
+IMAGENET32_VAL = ("val_data.npz",)
+
+
+class DataError(ValueError):
+    """A dataset is missing or malformed; the message says what was expected and where."""
+
+
+def uint8_to_float(images: np.ndarray | Tensor) -> Tensor:
+    """uint8 images (any layout) -> float32 in ``[-1, 1]``, same layout."""
+    return torch.as_tensor(images).float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """Float images ``(N, C, H, W)`` in ``[-1, 1]`` -> uint8 ``(N, C, H, W)`` in ``[0, 255]``.
+
+    The layout is kept channel-first, as torch-fidelity expects; values are clamped and rounded.
+    """
+    return ((x.detach().float() + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+
+
+to_unit = to_uint8
+"""Alias of :func:`to_uint8`."""
+
+
+# --------------------------------------------------------------------------- 2D toys
+
+
+def checkerboard(n: int, generator: torch.Generator | None = None) -> Tensor:
+    """``n`` points uniform on the black squares of a 4x4 checkerboard on ``[-4, 4]^2``.
+
+    The squares have side 2; a point ``(x, y)`` is kept iff ``floor(x / 2) + floor(y / 2)`` is
+    even, so 8 of the 16 squares are filled. Returns float32 ``(n, 2)``.
+    """
+    u = torch.rand(n, 2, generator=generator)
+    cell = torch.randint(0, 8, (n,), generator=generator)
+    row = cell // 2  # 0..3
+    col = 2 * (cell % 2) + row % 2  # 0..3, with row + col even
+    corner = torch.stack([col, row], dim=1).float() * 2.0 - 4.0
+    return corner + 2.0 * u
+
+
+def gaussian_ring(
+    n: int,
+    k: int = 8,
+    radius: float = 4.0,
+    std: float = 0.4,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """``n`` points from ``k`` equal-weight Gaussians (std ``std``) on a circle of ``radius``."""
+    comp = torch.randint(0, k, (n,), generator=generator).float()
+    angle = 2 * math.pi * comp / k
+    centres = radius * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+    return centres + std * torch.randn(n, 2, generator=generator)
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+
+
+def _cifar_missing_message(folder: Path, missing: list[str], reason: str = "") -> str:
+    """One clear message on where CIFAR-10 must live and where to get it."""
+    why = f" (download failed: {reason})" if reason else ""
+    return (
+        f"CIFAR-10 not found{why}: expected the folder {folder} holding "
+        f"{', '.join(CIFAR10_TRAIN + CIFAR10_TEST)}; missing: {', '.join(missing)}. "
+        f"Download {CIFAR10_URL} and extract it into {folder.parent} so that "
+        f"{folder.parent / CIFAR10_DIR} exists."
+    )
+
+
+def _read_cifar_batch(path: Path) -> np.ndarray:
+    """Read one CIFAR-10 python pickle batch -> uint8 ``(N, 3, 32, 32)``."""
+    with open(path, "rb") as f:
+        entry: dict[Any, Any] = pickle.load(f, encoding="bytes")
+    data = entry.get(b"data", entry.get("data"))
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.shape[1:] != (3072,):
+        raise DataError(f"{path}: key 'data' must be uint8 (N, 3072) as in {CIFAR10_URL}")
+    return data.reshape(-1, 3, 32, 32)
+
+
+def cifar10(root: str | Path, train: bool = True, download: bool = True) -> Tensor:
+    """CIFAR-10 images as float32 ``(N, 3, 32, 32)`` in ``[-1, 1]`` (50,000 train / 10,000 test).
+
+    Reads the python pickle batches under ``root/cifar-10-batches-py`` directly. If they are
+    missing and ``download`` is true, torchvision downloads them first; any failure (offline,
+    bad archive, torchvision absent) becomes a :class:`DataError`.
+    """
+    folder = Path(root) / CIFAR10_DIR
+    names = CIFAR10_TRAIN if train else CIFAR10_TEST
+
+    def missing() -> list[str]:
+        return [n for n in names if not (folder / n).is_file()]
+
+    if missing() and download:
+        try:
+            from torchvision.datasets import CIFAR10
+
+            CIFAR10(str(root), train=train, download=True)
+        except Exception as err:  # offline, truncated archive, no torchvision: all the same
+            reason = f"{type(err).__name__}: {err}"
+            raise DataError(_cifar_missing_message(folder, missing(), reason)) from None
+    if missing():
+        raise DataError(_cifar_missing_message(folder, missing()))
+    return uint8_to_float(np.concatenate([_read_cifar_batch(folder / n) for n in names]))
+
+
+# --------------------------------------------------------------------------- ImageNet-32
+
+
+def imagenet32(root: str | Path, train: bool = True) -> Tensor:
+    """Downsampled ImageNet 32x32 as float32 ``(N, 3, 32, 32)`` in ``[-1, 1]``.
+
+    Expects the official npz batches (``train_data_batch_1..10.npz`` or ``val_data.npz``, key
+    ``data`` uint8 ``(N, 3072)`` in channel-first order) in ``root`` or in
+    ``root/Imagenet32_train_npz`` / ``root/Imagenet32_val_npz``. The full train split is
+    1,281,167 images, about 15.7 GB as float32.
+    """
+    names = IMAGENET32_TRAIN if train else IMAGENET32_VAL
+    root = Path(root)
+    sub = root / ("Imagenet32_train_npz" if train else "Imagenet32_val_npz")
+    folder = next((d for d in (root, sub) if all((d / n).is_file() for n in names)), None)
+    if folder is None:
+        missing = [n for n in names if not (root / n).is_file()]
+        raise DataError(
+            f"ImageNet-32 not found: searched {root} and {sub} for {', '.join(names)} "
+            f"(missing in {root}: {', '.join(missing)}). Download 'Downsampled ImageNet 32x32' "
+            f"(npz) from {IMAGENET_URL} and unpack the files into {root}."
+        )
+    arrays = []
+    for name in names:
+        with np.load(folder / name, allow_pickle=False) as z:
+            data = z["data"] if "data" in z.files else None
+        if data is None or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            raise DataError(f"{folder / name}: expected key 'data' uint8 (N, 3072), CHW order")
+        arrays.append(data)
+    out = torch.empty(sum(len(a) for a in arrays), 3, 32, 32)
+    start = 0
+    for a in arrays:  # fill in place: peak memory is the float result plus the uint8 batches
+        out[start : start + len(a)] = uint8_to_float(a.reshape(-1, 3, 32, 32))
+        start += len(a)
+    return out
+
+
+# --------------------------------------------------------------------------- npz folder
+
+
+def npz_images(path: str | Path) -> Tensor:
+    """Images from an ``.npz`` with key ``images`` uint8 ``(N, H, W, C)``, ``C`` in {1, 3}.
+
+    ``path`` is the file, or a directory holding exactly one ``.npz``. Returns float32
+    ``(N, C, H, W)`` in ``[-1, 1]``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(path.glob("*.npz"))
+        if len(found) != 1:
+            raise DataError(f"{path}: expected exactly one .npz file, found {len(found)}")
+        path = found[0]
+    if not path.is_file():
+        raise DataError(f"{path}: no such .npz file")
+    expected = "expected key 'images' with uint8 array (N, H, W, C), C in {1, 3}"
+    try:
+        with open(path, "rb") as f:  # a plain .npy loads as an array: it has no keys
+            z = np.load(f, allow_pickle=False)
+            keys = list(getattr(z, "files", []))
+            images = z["images"] if "images" in keys else None
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(f"{path}: not a readable .npz ({err}); {expected}") from None
+    if images is None:
+        raise DataError(f"{path}: no key 'images' (keys: {keys}); {expected}")
+    if images.dtype != np.uint8:
+        raise DataError(f"{path}: 'images' has dtype {images.dtype}; {expected}")
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise DataError(f"{path}: 'images' has shape {images.shape}; {expected}")
+    return uint8_to_float(images).permute(0, 3, 1, 2).contiguous()
+
+
+# --------------------------------------------------------------------------- minibatches
+
+
+class BatchSampler:
+    """Endless random minibatches of ``data`` (first dim), deterministic and resumable.
+
+    The samples form one stream of per-epoch permutations; a batch takes the next ``batch``
+    indices, crossing into the next epoch when needed, so no sample is dropped or repeated
+    within an epoch. Epoch ``e``'s permutation (and, with ``hflip``, its flip coin per sample,
+    applied on the last dim of image batches) is drawn from a generator seeded by
+    ``(seed, e)``, so ``state_dict() == {"epoch", "pos"}`` is all a resumed run needs.
+    """
+
+    def __init__(self, data: Tensor, batch: int, seed: int = 0, hflip: bool = False) -> None:
+        if batch < 1 or len(data) < 1:
+            raise ValueError(f"need batch >= 1 and non-empty data, got {batch}, {len(data)}")
+        self.data, self.batch, self.seed, self.hflip = data, batch, seed, hflip
+        self.epoch, self.pos = 0, 0
+        self._perm, self._flip = self._draw(0)
+
+    def _draw(self, epoch: int) -> tuple[Tensor, Tensor]:
+        """Permutation ``(N,)`` and flip mask ``(N,)`` of an epoch, from ``(seed, epoch)``."""
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
+        perm = torch.randperm(len(self.data), generator=g)
+        flip = torch.rand(len(self.data), generator=g) < 0.5
+        return perm, flip
+
+    def next(self) -> Tensor:
+        """The next minibatch, ``(batch, *data.shape[1:])``."""
+        idx, flip = [], []
+        need = self.batch
+        while need:
+            take = min(need, len(self.data) - self.pos)
+            idx.append(self._perm[self.pos : self.pos + take])
+            flip.append(self._flip[self.pos : self.pos + take])
+            self.pos += take
+            need -= take
+            if self.pos == len(self.data):
+                self.epoch, self.pos = self.epoch + 1, 0
+                self._perm, self._flip = self._draw(self.epoch)
+        index = torch.cat(idx)
+        out = self.data[index.to(self.data.device)]
+        if self.hflip:
+            mask = torch.cat(flip).to(out.device).view(-1, *([1] * (out.ndim - 1)))
+            out = torch.where(mask, out.flip(-1), out)
+        return out
+
+    __next__ = next
+
+    def __iter__(self) -> BatchSampler:
+        return self
+
+    def state_dict(self) -> dict[str, int]:
+        """Position in the stream: ``{"epoch", "pos", "seed"}``."""
+        return {"epoch": self.epoch, "pos": self.pos, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume at a saved position (the seed must match the one saved)."""
+        if state.get("seed", self.seed) != self.seed:
+            raise ValueError(f"sampler seed {self.seed} != saved seed {state['seed']}")
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+        self._perm, self._flip = self._draw(self.epoch)

@@ -1,0 +1,141 @@
+"""The Method contract and the registry. A method is a loss (plus a sampler) over one FlowMap.
+
+The training loop calls, and knows nothing else: ``setup(fm, total_steps)`` once, then per step
+``loss(fm, x1, step)`` -> backward -> optimiser step -> ``after_step(fm, step)``. Evaluation calls
+``supports(nfe)`` and ``sample(fm, x0, nfe)``. ``state_dict`` carries what a resumed run needs
+(target networks, stage teachers). Methods find the data, the interpolant and the teacher only
+through these arguments: no config or argparse object reaches the maths.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+import unify
+from unify.flowmap import FlowMap
+from unify.interpolant import Interpolant
+from unify.teacher import Teacher
+
+Logs = dict[str, Tensor]
+METHODS: dict[str, type[Method]] = {}
+M = TypeVar("M", bound="type[Method]")
+
+
+class NotApplicable(ValueError):
+    """Raised when a method cannot sample at the requested NFE (reported as n/a, never a number)."""
+
+
+def register(name: str):
+    """Class decorator: add a Method subclass to ``METHODS`` under ``name``."""
+
+    def deco(cls: M) -> M:
+        if name in METHODS:
+            raise ValueError(f"method {name!r} registered twice")
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return deco
+
+
+@dataclasses.dataclass(frozen=True)
+class NoConfig:
+    """A method without hyperparameters of its own."""
+
+
+class Method(ABC):
+    """Base class. Subclasses set ``Config`` (a frozen dataclass with the published defaults)."""
+
+    name: ClassVar[str] = "method"
+    Config: ClassVar[type] = NoConfig
+    needs_teacher: ClassVar[bool] = False
+    #: logged terms that vanish when the model is the exact flow map (checked by the exact test)
+    exact_terms: ClassVar[tuple[str, ...]] = ()
+    #: paper, (s, t) trained on, target, sampler NFEs: one row of the README unification table
+    summary: ClassVar[dict[str, str]] = {}
+
+    def __init__(
+        self,
+        cfg: Any | None = None,
+        interpolant: Interpolant | None = None,
+        teacher: Teacher | None = None,
+    ) -> None:
+        self.cfg = cfg if cfg is not None else self.Config()
+        self.interpolant = interpolant if interpolant is not None else unify.Linear()
+        if self.needs_teacher and teacher is None:
+            raise ValueError(f"method {self.name!r} needs a teacher (an fm run or an exact oracle)")
+        self.teacher = teacher
+        self.total_steps = 1
+        self.nets: dict[str, nn.Module] = {}  # target networks etc., saved in state_dict
+
+    # ----------------------------------------------------------------- training hooks
+    def setup(self, fm: FlowMap, total_steps: int) -> None:
+        """Called once before training (and before a resume loads state): build targets here."""
+        self.total_steps = max(1, int(total_steps))
+
+    @abstractmethod
+    def loss(
+        self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
+    ) -> tuple[Tensor, Logs]:
+        """Scalar loss on a data batch x1 (B, ...) and detached per-term logs. x0 ~ N(0, I) if None."""
+
+    def after_step(self, fm: FlowMap, step: int) -> None:
+        """Called after each optimiser step (target EMA, stage changes)."""
+
+    # ----------------------------------------------------------------- sampling
+    def supports(self, nfe: int) -> bool:
+        """Whether ``sample`` can run at this NFE."""
+        return nfe >= 1
+
+    def check_nfe(self, nfe: int) -> None:
+        if not self.supports(nfe):
+            raise NotApplicable(f"method {self.name!r} cannot sample with nfe={nfe}")
+
+    def sample(
+        self, fm: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Default sampler: flow-map composition over the uniform grid (exactly nfe network calls)."""
+        self.check_nfe(nfe)
+        return unify.sample(fm, x0, nfe, getattr(self.cfg, "grid", "uniform"))
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {k: v.state_dict() for k, v in self.nets.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            self.nets[k].load_state_dict(v)
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy with gradients off: the weights are frozen, the graph through it is not."""
+    out = copy.deepcopy(module)
+    out.requires_grad_(False)
+    return out
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, mu: float) -> None:
+    """theta^- <- mu theta^- + (1 - mu) theta (buffers copied)."""
+    for p_t, p in zip(target.parameters(), online.parameters()):
+        p_t.lerp_(p.detach(), 1 - mu)
+    for b_t, b in zip(target.buffers(), online.buffers()):
+        b_t.copy_(b)
+
+
+def build_config(cls: type[Method], overrides: dict[str, Any] | None = None) -> Any:
+    """Config of ``cls`` with keyword overrides; unknown keys raise naming the allowed ones."""
+    overrides = overrides or {}
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    bad = sorted(set(overrides) - fields)
+    if bad:
+        raise ValueError(
+            f"unknown option(s) {bad} for method {cls.name!r}; allowed: {sorted(fields) or 'none'}"
+        )
+    return cls.Config(**overrides)

@@ -1,0 +1,62 @@
+"""Teachers of the distillation methods: a velocity b_t(x) plus an ODE step X'_{s,t}(x).
+
+A trained flow-matching model or any callable velocity gives a numerical step (Heun by default,
+the consistency-distillation choice); an exact oracle gives the exact map, so that every
+distillation residual vanishes on the exact solution.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from torch import Tensor
+
+from unify.flowmap import FlowMap, Velocity
+from unify.interpolant import Interpolant
+from unify.ode import solve
+
+
+class Teacher(Protocol):
+    """What a distillation method may ask of its teacher."""
+
+    def velocity(self, x: Tensor, t: Tensor) -> Tensor:
+        """b_t(x), t of shape (B,)."""
+        ...
+
+    def step(self, x: Tensor, s: Tensor, t: Tensor) -> Tensor:
+        """One teacher ODE step: an approximation of X_{s,t}(x)."""
+        ...
+
+
+class VelocityTeacher:
+    """A velocity field with a fixed-step solver: step = ``substeps`` of ``method`` from s to t."""
+
+    def __init__(self, velocity: Velocity, method: str = "heun", substeps: int = 1) -> None:
+        self._velocity, self.method, self.substeps = velocity, method, substeps
+
+    def velocity(self, x: Tensor, t: Tensor) -> Tensor:
+        return self._velocity(x, t)
+
+    def step(self, x: Tensor, s: Tensor, t: Tensor) -> Tensor:
+        return solve(self._velocity, x, s, t, self.method, steps=self.substeps)[0]
+
+
+class FlowMapTeacher(VelocityTeacher):
+    """A trained FlowMap (e.g. an `fm` run) used through its velocity v(x, t, t)."""
+
+    def __init__(self, fm: FlowMap, method: str = "heun", substeps: int = 1) -> None:
+        super().__init__(fm.velocity, method, substeps)
+        self.fm = fm
+
+
+class ExactTeacher:
+    """An oracle with closed-form ``velocity`` and ``flow_map``: the step is the exact map."""
+
+    def __init__(self, oracle, interpolant: Interpolant) -> None:
+        self.oracle, self.interpolant = oracle, interpolant
+
+    def velocity(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.oracle.velocity(x, t, self.interpolant)
+
+    def step(self, x: Tensor, s: Tensor, t: Tensor) -> Tensor:
+        return self.oracle.flow_map(x, s, t, self.interpolant)
