@@ -50,13 +50,16 @@ class FlowMapTeacher(VelocityTeacher):
 
 
 class ExactTeacher:
-    """An oracle with closed-form ``velocity`` and ``flow_map``: the step is the exact map."""
+    """An oracle with closed-form ``velocity`` and ``flow_map``: the step is the exact map.
 
-    def __init__(self, oracle, interpolant: Interpolant) -> None:
-        self.oracle, self.interpolant = oracle, interpolant
+    ``map_kwargs`` go to ``oracle.flow_map`` (e.g. ``rtol`` of a mixture's high-accuracy solve).
+    """
+
+    def __init__(self, oracle, interpolant: Interpolant, **map_kwargs: float) -> None:
+        self.oracle, self.interpolant, self.map_kwargs = oracle, interpolant, map_kwargs
 
     def velocity(self, x: Tensor, t: Tensor) -> Tensor:
         return self.oracle.velocity(x, t, self.interpolant)
 
     def step(self, x: Tensor, s: Tensor, t: Tensor) -> Tensor:
-        return self.oracle.flow_map(x, s, t, self.interpolant)
+        return self.oracle.flow_map(x, s, t, self.interpolant, **self.map_kwargs)
