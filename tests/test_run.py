@@ -77,20 +77,63 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, argv: list[str], capsys
 def test_malformed_npz_root(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not an npz")
-    assert main(["--methods", "all", "--dataset", "npz", "--data-root", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "--methods",
+                "all",
+                "--dataset",
+                "npz",
+                "--data-root",
+                str(bad),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "bad.npz" in capsys.readouterr().err
 
 
 def test_dry_run_writes_nothing(tmp_path: Path, capsys) -> None:
-    assert main(["--methods", "all", "--dataset", "gmm", "--budget", "smoke", "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+    assert (
+        main(
+            [
+                "--methods",
+                "all",
+                "--dataset",
+                "gmm",
+                "--budget",
+                "smoke",
+                "--out",
+                str(tmp_path / "o"),
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     assert not (tmp_path / "o").exists()
     assert "cells" in capsys.readouterr().out
 
 
 def _cli(out: Path, method: str) -> list[str]:
-    return [sys.executable, "-m", "benchmarks.run", "--methods", method, "--dataset", "gmm",
-            "--budget", "smoke", "--out", str(out), "--quiet", "train.steps=400",
-            "train.log_every=10", "train.ckpt_every=20"]
+    return [
+        sys.executable,
+        "-m",
+        "benchmarks.run",
+        "--methods",
+        method,
+        "--dataset",
+        "gmm",
+        "--budget",
+        "smoke",
+        "--out",
+        str(out),
+        "--quiet",
+        "train.steps=400",
+        "train.log_every=10",
+        "train.ckpt_every=20",
+    ]
 
 
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
@@ -110,7 +153,49 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
     proc.wait()
     assert not (cut / "gmm" / "metrics.csv").exists()
     subprocess.run(_cli(cut, method), check=True, cwd=ROOT, env=env)
-    a = pd.read_csv(ref / "gmm" / "metrics.csv")[VALUES].sort_values(VALUES[:4]).reset_index(drop=True)
-    b = pd.read_csv(cut / "gmm" / "metrics.csv")[VALUES].sort_values(VALUES[:4]).reset_index(drop=True)
+    a = (
+        pd.read_csv(ref / "gmm" / "metrics.csv")[VALUES]
+        .sort_values(VALUES[:4])
+        .reset_index(drop=True)
+    )
+    b = (
+        pd.read_csv(cut / "gmm" / "metrics.csv")[VALUES]
+        .sort_values(VALUES[:4])
+        .reset_index(drop=True)
+    )
     pd.testing.assert_frame_equal(a, b)
     assert not list(cut.rglob("*.tmp")), "partial files left behind"
+
+
+def test_image_path_npz_tiny_unet_with_fid(tmp_path: Path, inception_weights: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(48, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "tiny.npz", images=images)
+    two = [m for m in sorted(METHODS) if not METHODS[m].needs_teacher and m != "fm"][:2]
+    code = main(
+        [
+            "--methods",
+            ",".join(two),
+            "--dataset",
+            "npz",
+            "--data-root",
+            str(tmp_path / "tiny.npz"),
+            "--budget",
+            "smoke",
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+            "--fid-weights",
+            str(inception_weights),
+            "data.n_train=32",
+            "eval.n_samples=12",
+        ]
+    )
+    assert code == 0
+    rows = pd.read_csv(tmp_path / "out" / "npz" / "metrics.csv")
+    fid = rows[(rows["metric"] == "fid") & rows["method"].isin(two)].dropna(subset=["value"])
+    assert set(fid["method"]) == set(two)
+    assert (fid["value"] >= 0).all() and np.isfinite(fid["value"]).all()
+    assert (tmp_path / "out" / "npz" / "fid_vs_nfe.png").exists()
