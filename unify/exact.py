@@ -137,7 +137,7 @@ class GaussianMixture:
     def _parts(self, x: Tensor, t: Tensor, interpolant: Interpolant):
         """Per-component log-density of I_t at x, whitened coordinates and coefficients."""
         xd = x.double()
-        a, b, da, db = (c.double()[:, None, None] for c in interpolant.coeffs(t))  # (B, 1, 1)
+        a, b, da, db = (c[:, None, None] for c in interpolant.coeffs(t.double()))  # (B, 1, 1)
         y = xd[:, None, :] - b * self.means[None]  # (B, K, d)
         z = torch.einsum("kdj,bkd->bkj", self.U, y)  # U_k^T y
         dvar = a**2 + b**2 * self.lam[None]  # (B, K, d)

@@ -33,7 +33,9 @@ def time_grid(
     if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
         raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
     if not isinstance(kind, str):
-        grid = torch.as_tensor(kind, dtype=dtype).flatten()
+        grid = (
+            kind.to(dtype) if isinstance(kind, Tensor) else torch.tensor(kind, dtype=dtype)
+        ).flatten()
         if grid.numel() != nfe + 1:
             raise ValueError(f"explicit grid has {grid.numel()} times, nfe={nfe} needs {nfe + 1}")
         if grid[0] != 0 or grid[-1] != 1 or not bool((grid[1:] > grid[:-1]).all()):

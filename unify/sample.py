@@ -12,8 +12,13 @@ from unify.grids import time_grid
 from unify.interpolant import Interpolant, bcast
 
 
-def _grid(nfe: int, grid: str | Sequence[float] | Tensor, x: Tensor) -> Tensor:
-    return time_grid(nfe, grid).to(device=x.device, dtype=x.dtype)
+def _grid(
+    nfe: int,
+    grid: str | Sequence[float] | Tensor,
+    x: Tensor,
+    interpolant: Interpolant | None = None,
+) -> Tensor:
+    return time_grid(nfe, grid, interpolant=interpolant, dtype=x.dtype).to(x.device)
 
 
 @torch.no_grad()
@@ -42,7 +47,7 @@ def consistency_sample(
     x <- X_{0,1}(x0); then for each later grid time t_k < 1: re-noise to I_{t_k} = a(t_k) z + b(t_k) x
     with fresh z ~ N(0, I) and map to the data end again, x <- X_{t_k,1}(I_{t_k}).
     """
-    times = _grid(nfe, grid, x0)
+    times = _grid(nfe, grid, x0, interpolant)
     ones = torch.ones(x0.shape[0], dtype=x0.dtype, device=x0.device)
     x = fm(x0, times[0] * ones, ones)
     for t in times[1:-1]:
