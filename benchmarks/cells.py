@@ -25,7 +25,7 @@ from benchmarks.problems import Problem
 from benchmarks.report import read_rows, write_csv_atomic
 from benchmarks.train import CKPT, TrainResult, train
 from methods import METHODS, build_config
-from unify import ExactTeacher, FlowMap, FlowMapTeacher, make_interpolant
+from unify import FlowMap, FlowMapTeacher, VelocityTeacher, make_interpolant
 from unify.teacher import Teacher
 
 TEACHER = "fm"  # the flow-matching method whose velocity is the ODE teacher and baseline
@@ -106,11 +106,24 @@ def load_teacher_checkpoint(
     return fm
 
 
+TEACHER_MAX_DT = 1 / 32  # a teacher ODE step is Heun with sub-steps of at most this length
+
+
 def make_teacher(cfg: RunConfig, problem: Problem, teacher_fm: FlowMap | None) -> Teacher | None:
+    """``exact``: the oracle's closed-form velocity; otherwise a trained fm's velocity v(x, t, t).
+
+    Either way a teacher ODE step is Heun (the consistency-distillation solver) with sub-steps of
+    at most ``TEACHER_MAX_DT``, so every distillation method sees the same kind of teacher.
+    """
     interp = make_interpolant(cfg.interpolant)
     if cfg.teacher == "exact":
-        return ExactTeacher(problem.oracle, interp, rtol=1e-6)
-    return None if teacher_fm is None else FlowMapTeacher(teacher_fm, "heun")
+        oracle = problem.oracle
+
+        def velocity(x, t):
+            return oracle.velocity(x, t, interp)
+
+        return VelocityTeacher(velocity, "heun", max_dt=TEACHER_MAX_DT)
+    return None if teacher_fm is None else FlowMapTeacher(teacher_fm, "heun", max_dt=TEACHER_MAX_DT)
 
 
 def run_cell(

@@ -7,6 +7,9 @@ import math
 import torch
 from torch import Tensor
 
+from unify.grids import time_grid
+from unify.interpolant import Interpolant
+
 
 def noise_like(x1: Tensor, x0: Tensor | None) -> Tensor:
     """Base noise x0 ~ N(0, I) shaped like the data (or the caller's x0, for tests)."""
@@ -42,3 +45,36 @@ def pseudo_huber(a: Tensor, b: Tensor, c: float | None = None) -> Tensor:
 def times_like(value: float | Tensor, x: Tensor) -> Tensor:
     """A (B,) time tensor filled with ``value`` for a batch shaped like x."""
     return torch.as_tensor(value, dtype=x.dtype, device=x.device).expand(x.shape[0]).clone()
+
+
+def karras_grid(n_points: int, interpolant: Interpolant, like: Tensor) -> tuple[Tensor, Tensor]:
+    """(times, sigmas), each (n_points,): the Karras rho = 7 grid on sigma in [0.002, 80] as times.
+
+    Times come from ``unify.time_grid`` (end points pinned to 0 and 1); the sigmas are the published
+    sigma_i the times stand for (sigma(t) clamped to [0.002, 80], so the pinned ends read 80 and
+    0.002), for sigma-space weights and index laws (CM, iCT, CTM).
+    """
+    times = time_grid(n_points - 1, "edm", interpolant=interpolant, dtype=torch.float64)
+    sigmas = interpolant.sigma(times).clamp(0.002, 80.0)
+    return times.to(like), sigmas.to(like)
+
+
+def consistency_grid(nfe: int, interpolant: Interpolant, mid_sigma: float | None = 0.821) -> Tensor:
+    """Re-noising times of the consistency multistep sampler: the Karras grid with nfe steps, except
+    that 2 steps re-noise at ``mid_sigma`` (improved CT's sigma = 0.821, Song & Dhariwal 2023 Sec. 5)."""
+    grid = time_grid(nfe, "edm", interpolant=interpolant, dtype=torch.float64)
+    if nfe == 2 and mid_sigma is not None:
+        grid[1] = interpolant.time_of_sigma(torch.tensor(mid_sigma, dtype=torch.float64))
+    return grid
+
+
+def split_count(n: int, frac: float) -> int:
+    """How many of a batch of n go to a part of fraction frac: int(n * frac), as the reference codes
+    slice their batches (``int(bs * diag_fraction)``, ``bs // bootstrap_every``), but kept within
+    [1, n - 1] when 0 < frac < 1 and n >= 2 so that a small batch still feeds both parts."""
+    if not 0.0 <= frac <= 1.0:
+        raise ValueError(f"fraction must lie in [0, 1], got {frac}")
+    k = int(n * frac)
+    if 0.0 < frac < 1.0 and n >= 2:
+        k = min(max(k, 1), n - 1)
+    return k

@@ -7,6 +7,7 @@ distillation residual vanishes on the exact solution.
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 from torch import Tensor
@@ -29,23 +30,34 @@ class Teacher(Protocol):
 
 
 class VelocityTeacher:
-    """A velocity field with a fixed-step solver: step = ``substeps`` of ``method`` from s to t."""
+    """A velocity field with a fixed-step solver: step = ``substeps`` steps of ``method`` from s to t.
 
-    def __init__(self, velocity: Velocity, method: str = "heun", substeps: int = 1) -> None:
-        self._velocity, self.method, self.substeps = velocity, method, substeps
+    With ``max_dt`` the number of sub-steps grows to ceil(max |t - s| / max_dt), so long teacher
+    steps (CTM's multi-step teacher solve, neural-operator trajectories) stay accurate.
+    """
+
+    def __init__(
+        self, velocity: Velocity, method: str = "heun", substeps: int = 1, max_dt: float | None = None
+    ) -> None:
+        self._velocity, self.method, self.substeps, self.max_dt = velocity, method, substeps, max_dt
 
     def velocity(self, x: Tensor, t: Tensor) -> Tensor:
         return self._velocity(x, t)
 
     def step(self, x: Tensor, s: Tensor, t: Tensor) -> Tensor:
-        return solve(self._velocity, x, s, t, self.method, steps=self.substeps)[0]
+        n = self.substeps
+        if self.max_dt is not None:
+            n = max(n, math.ceil(float((t - s).abs().max()) / self.max_dt - 1e-9))
+        return solve(self._velocity, x, s, t, self.method, steps=max(1, n))[0]
 
 
 class FlowMapTeacher(VelocityTeacher):
     """A trained FlowMap (e.g. an `fm` run) used through its velocity v(x, t, t)."""
 
-    def __init__(self, fm: FlowMap, method: str = "heun", substeps: int = 1) -> None:
-        super().__init__(fm.velocity, method, substeps)
+    def __init__(
+        self, fm: FlowMap, method: str = "heun", substeps: int = 1, max_dt: float | None = None
+    ) -> None:
+        super().__init__(fm.velocity, method, substeps, max_dt)
         self.fm = fm
 
 

@@ -1,0 +1,90 @@
+"""Consistency distillation (Song, Dhariwal, Chen & Sutskever 2023), in flow-map form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+import unify
+from methods.base import Logs, Method, ema_update, frozen_copy, register
+from methods.common import consistency_grid, karras_grid, noise_like, pseudo_huber
+from unify.flowmap import FlowMap
+
+
+@register("cd")
+class ConsistencyDistillation(Method):
+    """L = E_n d(X_{t_n,1}(I_{t_n}), sg X^-_{t_{n+1},1}(X'_{t_n,t_{n+1}}(I_{t_n}))), n ~ U{0..N-2}.
+
+    Song et al. 2023 (arXiv 2303.01469), Eq. 7 / Alg. 2, translated by METHODS_SPEC Sec. 0-1:
+    f(x_sigma, sigma) = X_{t,1}(I_t), so the consistency function is the map to the data end and
+    its boundary condition f(x, sigma_min) = x is X_{1,1} = id, exact by construction (no c_skip).
+    X' is one step of the teacher (``teacher.step``: Heun for a trained velocity, as in CD; the
+    exact map for an oracle, where the residual vanishes on the exact flow map).
+
+    Published defaults kept: N = 18 Karras points (rho = 7, sigma in [0.002, 80]) mapped to t by
+    the interpolant, i.e. 17 adjacent pairs, n uniform; lambda = 1.
+    Deviations:
+    - target EMA mu = 0.99 by default, where the CIFAR CD config uses mu = 0 (theta^- = sg theta)
+      *from a student initialised at the EDM teacher*. Our protocol trains every method from
+      scratch, and from scratch mu = 0 diverges on the 2D ring (one-step map error about 2.5
+      after 1.5k steps at lr 1e-3 or 3e-4, against 0.37 with mu = 0.99); ``mu=0`` restores the
+      published choice;
+    - the grid's end points are pinned to t = 0 (sigma = inf, pure noise) and t = 1 (data), where
+      CM stops at sigma_max = 80 and sigma_min = 0.002; the boundary pair then targets x exactly;
+    - d is the pseudo-Huber distance of iCT (c = 0.00054 sqrt(d)) instead of LPIPS, which needs
+      downloaded VGG weights and only exists for images;
+    - the multistep sampler re-noises on the Karras grid of nfe steps (iCT's sigma = 0.821 for 2
+      steps) instead of CM's ternary-searched times.
+    """
+
+    @dataclass(frozen=True)
+    class Config:
+        n_points: int = 18  # Karras grid points (N of the paper), N - 1 adjacent pairs
+        mu: float = 0.99  # target EMA; 0 = stop-gradient of the online weights (CD CIFAR)
+        mid_sigma: float | None = 0.821  # 2-step sampler re-noise (iCT); None = Karras grid
+
+    needs_teacher = True
+    exact_terms = ("cd",)
+    summary = {
+        "paper": "Song et al. 2023 (CD)",
+        "times": "adjacent Karras pair (t_n, t_{n+1}), N = 18, to the data end",
+        "target": "sg X^-_{t_{n+1},1}(teacher step t_n -> t_{n+1}), pseudo-Huber",
+        "nfe": "any (consistency multistep, re-noising)",
+    }
+
+    def setup(self, fm: FlowMap, total_steps: int) -> None:
+        super().setup(fm, total_steps)
+        if self.cfg.mu > 0:
+            self.nets["target"] = frozen_copy(fm)
+
+    def _target_net(self, fm: FlowMap) -> FlowMap:
+        return self.nets["target"] if self.cfg.mu > 0 else fm
+
+    def loss(
+        self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
+    ) -> tuple[Tensor, Logs]:
+        x0 = noise_like(x1, x0)
+        times, _ = karras_grid(self.cfg.n_points, self.interpolant, x1)
+        n = torch.randint(0, self.cfg.n_points - 1, (x1.shape[0],), device=x1.device)
+        s, s_next = times[n], times[n + 1]  # s < s_next: noisier point first
+        one = torch.ones_like(s)
+        xs = self.interpolant.sample(x0, x1, s).xt
+        with torch.no_grad():
+            y = self.teacher.step(xs, s, s_next)
+            target = self._target_net(fm)(y, s_next, one)
+        loss = pseudo_huber(fm(xs, s, one), target).mean()
+        return loss, {"cd": loss.detach()}
+
+    def after_step(self, fm: FlowMap, step: int) -> None:
+        if self.cfg.mu > 0:
+            ema_update(self.nets["target"], fm, self.cfg.mu)
+
+    def sample(
+        self, fm: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Consistency multistep sampling (CM Alg. 1): nfe maps to the data end, nfe NFE."""
+        self.check_nfe(nfe)
+        grid = consistency_grid(nfe, self.interpolant, self.cfg.mid_sigma)
+        return unify.consistency_sample(fm, x0, nfe, self.interpolant, grid, generator)
