@@ -29,11 +29,13 @@ def _batch_times(t: Tensor, x: Tensor) -> Tensor:
 class TimeEmbedding(nn.Module):
     """Sinusoidal time embedding ``[cos(w t), sin(w t)]``, ``w_i = scale * max_period^(-i/half)``.
 
-    With the defaults (scale 1000, period 10000) the frequencies span 0.1 to 1000 rad per unit
-    time, the DDPM convention for times in ``[0, 1]``.
+    The defaults (scale 30, period 30) span 1 to 30 rad per unit time. Flow-map losses differentiate
+    the network in s and t (jvp), so the embedding must be smooth on the unit interval: the DDPM
+    range (up to 1000 rad) makes d/dt of the map huge at initialisation and slowed LMD on the 2D
+    ring about 5x in our measurements.
     """
 
-    def __init__(self, dim: int, scale: float = 1000.0, max_period: float = 10000.0) -> None:
+    def __init__(self, dim: int, scale: float = 30.0, max_period: float = 30.0) -> None:
         super().__init__()
         if dim % 2:
             raise ValueError(f"time embedding dim must be even, got {dim}")
@@ -59,7 +61,7 @@ class MLP(nn.Module):
         hidden: int = 256,
         depth: int = 3,
         time_emb: int = 64,
-        time_scale: float = 1000.0,
+        time_scale: float = 30.0,
     ) -> None:
         super().__init__()
         self.emb = TimeEmbedding(time_emb, scale=time_scale)
@@ -176,7 +178,7 @@ class UNet(nn.Module):
         blocks: int = 4,
         attn_res: Sequence[int] = (16,),
         dropout: float = 0.0,
-        time_scale: float = 1000.0,
+        time_scale: float = 30.0,
     ) -> None:
         super().__init__()
         if resolution % 2 ** (len(mults) - 1):

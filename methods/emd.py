@@ -19,21 +19,24 @@ class EulerianMapDistillation(Method):
 
     The whole residual is one forward-mode jvp of the map with tangent (b_s(I_s), 1, 0) in
     (x, s, t); the teacher velocity b_s(I_s) does not depend on the student, so it is computed
-    without a graph. (s, t) ~ U[0, 1]^2 in both orders, the public code's default.
+    without a graph.
+
+    Deviation: (s, t) ~ U[0, 1]^2 sorted so s <= t (``order="forward"``); the public code keeps
+    both orders (``order="both"``), but samplers only use s < t (as for ``lmd``).
     """
 
     needs_teacher = True
     exact_terms = ("emd",)
     summary = {
         "paper": "Boffi, Albergo, Vanden-Eijnden 2024 (FMM), Prop. 3.7",
-        "times": "(s, t) ~ U[0,1]^2, both orders",
+        "times": "(s, t) ~ U[0,1]^2, s <= t",
         "target": "0 = d/ds X + grad X . b_s (Eulerian PDE residual)",
         "nfe": "any (composition)",
     }
 
     @dataclass(frozen=True)
     class Config:
-        order: str = "both"
+        order: str = "forward"
 
     def loss(
         self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None

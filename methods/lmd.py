@@ -18,21 +18,25 @@ class LagrangianMapDistillation(Method):
 
     d/dt X is one forward-mode jvp with tangent (0, 0, 1). b is the teacher velocity (an exact
     oracle or a trained ``fm``); the gradient flows through its argument X (its weights are frozen),
-    as in the paper's loss. (s, t) ~ U[0, 1]^2 in both orders, the public code's default.
+    as in the paper's loss.
+
+    Deviation: (s, t) ~ U[0, 1]^2 sorted so s <= t (``order="forward"``); the public code keeps
+    both orders (``order="both"``), but samplers only use s < t, and on the 2D ring the one-step
+    map error after 1k steps was 0.53 with both orders against about 0.3 forward only.
     """
 
     needs_teacher = True
     exact_terms = ("lmd",)
     summary = {
         "paper": "Boffi, Albergo, Vanden-Eijnden 2024 (FMM), Prop. 3.6",
-        "times": "(s, t) ~ U[0,1]^2, both orders",
+        "times": "(s, t) ~ U[0,1]^2, s <= t",
         "target": "teacher velocity b_t at X_{s,t}(I_s) (Lagrangian ODE residual)",
         "nfe": "any (composition)",
     }
 
     @dataclass(frozen=True)
     class Config:
-        order: str = "both"
+        order: str = "forward"
 
     def loss(
         self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
