@@ -11,7 +11,9 @@ def markdown() -> str:
     for name, cls in METHODS.items():
         s = cls.summary
         teacher = "yes" if cls.needs_teacher else "no"
-        rows.append(f"| `{name}` | {s['paper']} | {s['times']} | {s['target']} | {teacher} | {s['nfe']} |")
+        rows.append(
+            f"| `{name}` | {s['paper']} | {s['times']} | {s['target']} | {teacher} | {s['nfe']} |"
+        )
     return head + "\n".join(rows) + "\n"
 
 

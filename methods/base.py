@@ -57,6 +57,9 @@ class Method(ABC):
     needs_teacher: ClassVar[bool] = False
     #: logged terms that vanish when the model is the exact flow map (checked by the exact test)
     exact_terms: ClassVar[tuple[str, ...]] = ()
+    #: False when the loss value is no measure of progress (a target built from the model's own
+    #: derivatives, as in MeanFlow); tests then track the sampled map's error against an oracle
+    loss_is_progress: ClassVar[bool] = True
     #: paper, (s, t) trained on, target, sampler NFEs: one row of the README unification table
     summary: ClassVar[dict[str, str]] = {}
 

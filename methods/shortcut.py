@@ -1,0 +1,118 @@
+"""Shortcut models (Frans, Hafner, Levine & Abbeel 2024) as a loss over one FlowMap."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from methods._selfdistill import _mean
+from methods.base import Logs, Method, ema_update, frozen_copy, register
+from methods.common import noise_like, split_count, sqdist, uniform
+from unify.flowmap import FlowMap
+from unify.interpolant import bcast
+
+
+@register("shortcut")
+class Shortcut(Method):
+    """L = (1/B) [sum_FM |v(I_t, t, t) - dI_t/dt|^2 + sum_SC |v(I_t, t, t + 2d) - sg V_tgt|^2],
+    V_tgt = 1/2 [v^-(I_t, t, t + d) + v^-(x', t + d, t + 2d)],  x' = I_t + d v^-(I_t, t, t + d),
+
+    the shortcut-model loss of Frans et al. 2024 (arXiv 2410.12557, Sec. 3; kvfrans/shortcut-models
+    ``targets_shortcut.py``). Their X_{t,t+d}(x) = x + d s_theta(x, t, d) is our map with
+    v(x, t, t + d) = s_theta(x, t, d). v^- is the target network theta^-, an EMA of decay
+    ``target_ema`` (published 0.999, ``bootstrap_ema=1``), built in ``setup`` and updated in
+    ``after_step``. The exact map is a fixed point: 2d v_{t,t+2d} = d v_{t,t+d} + d v_{t+d,t+2d}(x')
+    is the semigroup property, so the self-consistency term "sc" is zero pointwise there.
+
+    Times as published: the last ``int(B * bootstrap_frac)`` pairs (published 1/8,
+    ``bootstrap_every=8``) take the self-consistency term with 2d in {1, 1/2, ..., 2/M} (M =
+    ``levels`` = 128: seven levels) and t uniform on the multiples of 2d in [0, 1 - 2d]; the rest
+    take flow matching. Deviations:
+    - levels are assigned cyclically (sample i gets 2d = 2^-(K-1 - i mod K)), so every level is
+      present from K = log2(M) samples on; the code repeats each level B_sc // K times and pads
+      with 2d = 1, which leaves small batches with no small steps (shortcut-models#11);
+    - flow matching on the exact diagonal d = 0 with t ~ U[0, 1] (the paper's d = 0), where the
+      code trains the d = 1/128 level with t on {0, 1/128, ...}. In the code the teacher of the
+      2d = 1/64 level is therefore the flow-matching velocity (a Heun-like target); here it is the
+      map v(x, t, t + 1/128), which the network reaches by continuity in (s, t) and which keeps the
+      exact map a fixed point of the loss;
+    - the published clipping of x' and V_tgt to +-4 is image-specific: ``clip`` = None (off) by
+      default, a float c clips both to [-c, c];
+    - the interpolant is any (the code's is linear with a 1e-5 noise floor); no CFG/labels.
+    Sampler: the default composition x <- x + (1/K) v(x, t, t + 1/K) on the uniform grid, i.e. the
+    published Euler-like shortcut sampler, only for K a power of two up to M (the trained levels).
+    """
+
+    needs_teacher = False
+    exact_terms = ("sc",)
+    summary = {
+        "paper": "Frans et al. 2024 (shortcut models), Sec. 3",
+        "times": "7/8 diagonal t ~ U[0,1]; 1/8 t on the 2d-grid, 2d in {1, ..., 1/64}",
+        "target": "dI_t/dt on the diagonal; sg mean of two EMA half-steps for v(x, t, t + 2d)",
+        "nfe": "powers of two up to 128 (composition)",
+    }
+
+    @dataclass(frozen=True)
+    class Config:
+        bootstrap_frac: float = 1 / 8  # fraction of the batch with the self-consistency term
+        levels: int = 128  # M: the smallest step is 1/M, the largest bootstrap 2d is 1
+        target_ema: float = 0.999  # decay of theta^-; 0 uses the current weights
+        clip: float | None = None  # published +-4 on x' and V_tgt (image space); None = off
+
+        def __post_init__(self) -> None:
+            if not 0.0 <= self.bootstrap_frac <= 1.0:
+                raise ValueError(f"bootstrap_frac must lie in [0, 1], got {self.bootstrap_frac}")
+            if self.levels < 2 or self.levels & (self.levels - 1):
+                raise ValueError(f"levels must be a power of two >= 2, got {self.levels}")
+            if not 0.0 <= self.target_ema < 1.0:
+                raise ValueError(f"target_ema must lie in [0, 1), got {self.target_ema}")
+
+    def setup(self, fm: FlowMap, total_steps: int) -> None:
+        super().setup(fm, total_steps)
+        self.nets["target"] = frozen_copy(fm)
+
+    def after_step(self, fm: FlowMap, step: int) -> None:
+        ema_update(self.nets["target"], fm, self.cfg.target_ema)
+
+    def supports(self, nfe: int) -> bool:
+        return 1 <= nfe <= self.cfg.levels and nfe & (nfe - 1) == 0
+
+    def _clip(self, x: Tensor) -> Tensor:
+        return x if self.cfg.clip is None else x.clamp(-self.cfg.clip, self.cfg.clip)
+
+    def consistency_times(self, n: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        """(t, d), each (n,): 2d = 2^-j with j = K-1 - (i mod K), t = k 2d with k ~ U{0..1/(2d)-1}."""
+        k = int(math.log2(self.cfg.levels))
+        j = (k - 1) - torch.arange(n, device=like.device) % k
+        sections = (2**j).to(like.dtype)  # 1 / (2d)
+        t = torch.floor(uniform(n, like) * sections).clamp(max=sections - 1) / sections
+        return t, 0.5 / sections
+
+    def loss(
+        self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
+    ) -> tuple[Tensor, Logs]:
+        if "target" not in self.nets:
+            raise RuntimeError("shortcut: call setup(fm, total_steps) before loss (EMA target)")
+        x0 = noise_like(x1, x0)
+        n = x1.shape[0]
+        nd = n - split_count(n, self.cfg.bootstrap_frac)
+        diag = sc = x1.new_zeros(0)
+        if nd > 0:
+            t = uniform(nd, x1)
+            path = self.interpolant.sample(x0[:nd], x1[:nd], t)
+            diag = sqdist(fm.velocity(path.xt, t), path.vt)
+        if n > nd:
+            t, d = self.consistency_times(n - nd, x1)
+            xt = self.interpolant.sample(x0[nd:], x1[nd:], t).xt
+            target_fm = self.nets["target"]
+            with torch.no_grad():
+                v1 = target_fm.avg_velocity(xt, t, t + d)
+                x_mid = self._clip(xt + bcast(d, xt) * v1)
+                v2 = target_fm.avg_velocity(x_mid, t + d, t + 2 * d)
+                target = self._clip(0.5 * (v1 + v2))
+            sc = sqdist(fm.avg_velocity(xt, t, t + 2 * d), target)
+        loss = (diag.sum() + sc.sum()) / n
+        return loss, {"fm": _mean(diag).detach(), "sc": _mean(sc).detach()}
