@@ -7,14 +7,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-import unify
-from methods.base import Logs, Method, ema_update, frozen_copy, register
-from methods.common import consistency_grid, karras_grid, noise_like, pseudo_huber
+from methods._consistency import ConsistencyMethod
+from methods.base import Logs, register
+from methods.common import karras_grid, noise_like, pseudo_huber
 from unify.flowmap import FlowMap
 
 
 @register("cd")
-class ConsistencyDistillation(Method):
+class ConsistencyDistillation(ConsistencyMethod):
     """L = E_n d(X_{t_n,1}(I_{t_n}), sg X^-_{t_{n+1},1}(X'_{t_n,t_{n+1}}(I_{t_n}))), n ~ U{0..N-2}.
 
     Song et al. 2023 (arXiv 2303.01469), Eq. 7 / Alg. 2, translated by METHODS_SPEC Sec. 0-1:
@@ -54,14 +54,6 @@ class ConsistencyDistillation(Method):
         "nfe": "any (consistency multistep, re-noising)",
     }
 
-    def setup(self, fm: FlowMap, total_steps: int) -> None:
-        super().setup(fm, total_steps)
-        if self.cfg.mu > 0:
-            self.nets["target"] = frozen_copy(fm)
-
-    def _target_net(self, fm: FlowMap) -> FlowMap:
-        return self.nets["target"] if self.cfg.mu > 0 else fm
-
     def loss(
         self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
@@ -73,18 +65,6 @@ class ConsistencyDistillation(Method):
         xs = self.interpolant.sample(x0, x1, s).xt
         with torch.no_grad():
             y = self.teacher.step(xs, s, s_next)
-            target = self._target_net(fm)(y, s_next, one)
+            target = self.target_net(fm)(y, s_next, one)
         loss = pseudo_huber(fm(xs, s, one), target).mean()
         return loss, {"cd": loss.detach()}
-
-    def after_step(self, fm: FlowMap, step: int) -> None:
-        if self.cfg.mu > 0:
-            ema_update(self.nets["target"], fm, self.cfg.mu)
-
-    def sample(
-        self, fm: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
-    ) -> Tensor:
-        """Consistency multistep sampling (CM Alg. 1): nfe maps to the data end, nfe NFE."""
-        self.check_nfe(nfe)
-        grid = consistency_grid(nfe, self.interpolant, self.cfg.mid_sigma)
-        return unify.consistency_sample(fm, x0, nfe, self.interpolant, grid, generator)

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-import unify
-from methods.base import Logs, Method, ema_update, frozen_copy, register
-from methods.common import consistency_grid, karras_grid, noise_like, pseudo_huber
+from methods._consistency import ConsistencyMethod
+from methods.base import Logs, register
+from methods.common import karras_grid, noise_like, pseudo_huber
 from unify.flowmap import FlowMap
 
 
 @register("ct")
-class ConsistencyTraining(Method):
+class ConsistencyTraining(ConsistencyMethod):
     """L = E_n lambda_n d(X_{t_n,1}(I_{t_n}), sg X^-_{t_{n+1},1}(I_{t_{n+1}})), same (x0, x1) pair.
 
     CT of Song et al. 2023 (arXiv 2303.01469, Eq. 10 / Alg. 3): the teacher step of CD replaced by
@@ -63,8 +63,6 @@ class ConsistencyTraining(Method):
             raise ValueError(
                 f"index_law must be 'lognormal' or 'uniform', got {self.cfg.index_law!r}"
             )
-        if self.cfg.mu > 0:
-            self.nets["target"] = frozen_copy(fm)
 
     def n_points(self, step: int) -> int:
         """iCT doubling schedule N(k) = min(s0 2^floor(k / K'), s1) + 1 (grid points)."""
@@ -91,22 +89,10 @@ class ConsistencyTraining(Method):
         xs = self.interpolant.sample(x0, x1, s).xt
         with torch.no_grad():
             xs_next = self.interpolant.sample(x0, x1, s_next).xt  # same (x0, x1)
-            target_net = self.nets["target"] if self.cfg.mu > 0 else fm
+            target_net = self.target_net(fm)
             target = target_net(xs_next, s_next, one)
         loss = (lam * pseudo_huber(fm(xs, s, one), target)).mean()
         return loss, {
             "ct": loss.detach(),
             "N": torch.tensor(float(n_pts), dtype=x1.dtype, device=x1.device),
         }
-
-    def after_step(self, fm: FlowMap, step: int) -> None:
-        if self.cfg.mu > 0:
-            ema_update(self.nets["target"], fm, self.cfg.mu)
-
-    def sample(
-        self, fm: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
-    ) -> Tensor:
-        """Consistency multistep sampling (CM Alg. 1): nfe maps to the data end, nfe NFE."""
-        self.check_nfe(nfe)
-        grid = consistency_grid(nfe, self.interpolant, self.cfg.mid_sigma)
-        return unify.consistency_sample(fm, x0, nfe, self.interpolant, grid, generator)

@@ -12,17 +12,6 @@ from torch import nn
 from unify import FlowMap, avg_velocity_total_derivative, map_ds, map_dt
 from unify.flowmap import velocity_of
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are small: intra-op threads only add synchronisation (measured 4x slower
-    wall time on a busy 2-core machine). Restored afterwards so other test modules are unaffected."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 F64 = torch.float64
 D = 3
 # Central differences in float64 with step H: truncation ~ H^2 |f'''| / 6 ~ 1e-10 for this O(1)

@@ -16,17 +16,6 @@ import torch
 
 from unify import ode
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are small: intra-op threads only add synchronisation (measured 4x slower
-    wall time on a busy 2-core machine). Restored afterwards so other test modules are unaffected."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 F64 = torch.float64
 B = 64
 

@@ -1,0 +1,36 @@
+"""What consistency distillation and training share: the target network and the sampler."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+import unify
+from methods.base import Method, ema_update, frozen_copy
+from methods.common import consistency_grid
+from unify.flowmap import FlowMap
+
+
+class ConsistencyMethod(Method):
+    """A consistency model X_{t,1}: target theta^- (EMA with ``cfg.mu``; mu = 0 means sg theta)
+    and the multistep sampler of Song et al. 2023, Alg. 1 (map to the data end, re-noise)."""
+
+    def setup(self, fm: FlowMap, total_steps: int) -> None:
+        super().setup(fm, total_steps)
+        if self.cfg.mu > 0:
+            self.nets["target"] = frozen_copy(fm)
+
+    def target_net(self, fm: FlowMap) -> FlowMap:
+        return self.nets["target"] if self.cfg.mu > 0 else fm
+
+    def after_step(self, fm: FlowMap, step: int) -> None:
+        if self.cfg.mu > 0:
+            ema_update(self.nets["target"], fm, self.cfg.mu)
+
+    def sample(
+        self, fm: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Consistency multistep sampling (CM Alg. 1): nfe maps to the data end, nfe NFE."""
+        self.check_nfe(nfe)
+        grid = consistency_grid(nfe, self.interpolant, self.cfg.mid_sigma)
+        return unify.consistency_sample(fm, x0, nfe, self.interpolant, grid, generator)
