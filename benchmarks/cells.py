@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from benchmarks import distributed
 from benchmarks.config import ConfigError, RunConfig
 from benchmarks.data import BatchSampler
 from benchmarks.evaluate import Scorer, evaluate_exact, evaluate_method, evaluate_teacher
@@ -144,17 +145,22 @@ def run_cell(
     is gone; then training reruns deterministically and the stored rows are kept.
     """
     d = cell_dir(out, cfg, cell)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     done = not force and (d / "metrics.csv").exists()
     if done and not need_model:
         return read_rows(d / "metrics.csv"), None
     if force and d.exists():
         shutil.rmtree(d)
     d.mkdir(parents=True, exist_ok=True)
-    tmp = d / ".config.json.tmp"
-    tmp.write_text(json.dumps(cell_config(cfg, cell), indent=2, sort_keys=True))
-    os.replace(tmp, d / "config.json")
+    if distributed.is_main():  # data-parallel ranks > 0 write nothing
+        tmp = d / ".config.json.tmp"
+        tmp.write_text(json.dumps(cell_config(cfg, cell), indent=2, sort_keys=True))
+        os.replace(tmp, d / "config.json")
     interp = make_interpolant(cfg.interpolant)
     scorer = Scorer(problem, interp, cfg.eval, cell.seed, out / cfg.dataset / "fid_cache", device)
+    if cell.method == EXACT and not distributed.is_main():
+        return pd.DataFrame(), None
     if cell.method == EXACT:
         rows = pd.DataFrame(evaluate_exact(scorer, cfg.eval.nfe))
         return _finish(d, rows, cfg, cell, TrainResult(0, 0, 0.0, 0.0), (0, 0.0)), None
@@ -170,6 +176,8 @@ def run_cell(
     )
     batches = BatchSampler(problem.train, cfg.train.batch, seed=cell.seed, hflip=cfg.data.hflip)
     result = train(method, fm, ema, batches, cfg.train, d, device, quiet)
+    if not distributed.is_main():  # data-parallel ranks > 0 only train
+        return pd.DataFrame(), None
     if done:
         return read_rows(d / "metrics.csv"), ema
     ema.eval()

@@ -51,13 +51,15 @@ class TrainCfg:
     ema: float = 0.999  # evaluation EMA decay
     log_every: int = 50
     ckpt_every: int = 500
+    compile: bool = False  # torch.compile the model's net (benchmarks.train.prepare_model)
+    threads: int = 0  # CPU intra-op threads, 0 = torch's default (small 2D nets run best on 1)
 
 
 @dataclass(frozen=True)
 class EvalCfg:
     nfe: tuple[int, ...] = (1, 2, 4, 8, 16)
     n_samples: int = 2000
-    sample_batch: int = 4096
+    sample_batch: int = 4096  # 0 = sized to the device (benchmarks.evaluate.sample_batch_for)
     dopri_rtol: float = 1e-5
     dopri_atol: float = 1e-5
     fid_weights: str = (
@@ -193,6 +195,8 @@ def validate(cfg: RunConfig) -> None:
         if n < 1:
             raise ConfigError(f"bad NFE {n}: NFE must be an integer >= 1")
     t = cfg.train
+    if cfg.eval.sample_batch < 0:
+        raise ConfigError(f"bad value {cfg.eval.sample_batch} for eval.sample_batch: must be >= 0")
     for key in ("steps", "batch", "log_every", "ckpt_every"):
         if getattr(t, key) < 1:
             raise ConfigError(f"bad value {getattr(t, key)} for train.{key}: must be >= 1")

@@ -83,6 +83,25 @@ class Scorer:
         return f"{self.problem.name}-train{len(self.problem.train)}-{tag}"
 
 
+def sample_batch_for(device: torch.device, shape: tuple[int, ...], requested: int = 0) -> int:
+    """Sampling batch size: ``requested`` when > 0, else sized to the device (``eval.sample_batch=0``).
+
+    CPU: 2^20 input elements, at most 4096 samples (4096 2D points, 256 images of 3x32x32).
+    CUDA: a quarter of the free memory, allowing 2048 input-sized fp32 activations per sample (a
+    rough allowance for a U-Net's live feature maps under inference mode), at most 65536. Both are
+    rounded down to a power of two.
+    """
+    if requested > 0:
+        return requested
+    numel = math.prod(shape)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        n = free // 4 // (2048 * 4 * numel)
+    else:
+        n = min(4096, (1 << 20) // numel)
+    return 2 ** int(math.log2(min(max(n, 1), 65536)))
+
+
 def run_sampler(
     sampler: Sampler, x0: Tensor, batch: int, device: torch.device
 ) -> tuple[Tensor, float, int]:
@@ -138,7 +157,8 @@ def evaluate_method(
         def sampler(x: Tensor, nfe: int = nfe, gen=gen) -> tuple[Tensor, int]:
             return method.sample(fm, x, nfe, generator=gen), nfe
 
-        samples, secs, _ = run_sampler(sampler, x0, scorer.cfg.sample_batch, scorer.device)
+        batch = sample_batch_for(scorer.device, scorer.problem.shape, scorer.cfg.sample_batch)
+        samples, secs, _ = run_sampler(sampler, x0, batch, scorer.device)
         rows += _rows(method.name, nfe, scorer.score(samples), len(x0), secs)
     return rows
 
@@ -146,6 +166,7 @@ def evaluate_method(
 def evaluate_teacher(fm: FlowMap, scorer: Scorer, nfes: tuple[int, ...]) -> list[dict]:
     """Baselines on the fm velocity: Euler and Heun at the sweep's NFEs, adaptive dopri5 once."""
     x0, rows, cfg = scorer.noise(), [], scorer.cfg
+    batch = sample_batch_for(scorer.device, scorer.problem.shape, cfg.sample_batch)
     for solver in ("euler", "heun"):
         per_step = 1 if solver == "euler" else 2
         for nfe in nfes:
@@ -155,13 +176,13 @@ def evaluate_teacher(fm: FlowMap, scorer: Scorer, nfes: tuple[int, ...]) -> list
             def sampler(x: Tensor, steps: int = nfe // per_step, solver: str = solver):
                 return solve(fm.velocity, x, 0.0, 1.0, solver, steps=steps)
 
-            samples, secs, counted = run_sampler(sampler, x0, cfg.sample_batch, scorer.device)
+            samples, secs, counted = run_sampler(sampler, x0, batch, scorer.device)
             rows += _rows(f"fm-{solver}", counted, scorer.score(samples), len(x0), secs)
 
     def dopri(x: Tensor) -> tuple[Tensor, int]:
         return solve(fm.velocity, x, 0.0, 1.0, "dopri5", rtol=cfg.dopri_rtol, atol=cfg.dopri_atol)
 
-    samples, secs, counted = run_sampler(dopri, x0, cfg.sample_batch, scorer.device)
+    samples, secs, counted = run_sampler(dopri, x0, batch, scorer.device)
     rows += _rows("fm-dopri5", counted, scorer.score(samples), len(x0), secs)
     return rows
 

@@ -9,6 +9,7 @@ Rerunning skips finished cells and resumes unfinished ones from their checkpoint
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from benchmarks import slurm
 from benchmarks.cells import (
     EXACT,
     TEACHER,
@@ -26,6 +28,7 @@ from benchmarks.cells import (
     make_teacher,
     run_cell,
 )
+from benchmarks.collect import collect
 from benchmarks.config import BUDGETS, ConfigError, RunConfig, datasets, load_config
 from benchmarks.data import DataError
 from benchmarks.problems import load_problem
@@ -50,11 +53,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", help="auto | exact | PATH to an fm checkpoint (default: preset)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--fid-weights", help="Inception weights file for offline FID")
-    p.add_argument("--launcher", default="local", choices=("local",), help="where cells run")
+    p.add_argument(
+        "--launcher",
+        default="local",
+        choices=("local", "slurm", "debug"),
+        help="local: this process; slurm: one job array (benchmarks.slurm); debug: submitit in-process",
+    )
     p.add_argument("--force", action="store_true", help="redo finished cells")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     p.add_argument("overrides", nargs="*", help="dotted key=value, e.g. train.lr=1e-4")
+    slurm.add_slurm_args(p)
     return p
 
 
@@ -146,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         for c in cells:
             print(f"  {c.key:<16} {status[c]:<7} {cell_dir(out, cfg, c)}")
+    if args.launcher != "local":
+        return _launch(args, cfg, [c for c in cells if args.force or status[c] != "done"], out)
     if args.dry_run:
         return 0
     frames, t0 = [], time.perf_counter()
@@ -170,6 +181,25 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"done in {time.perf_counter() - t0:.1f} s; wrote {len(written)} files under {out / cfg.dataset}"
         )
+    return 0
+
+
+def _launch(args: argparse.Namespace, cfg: RunConfig, cells: list[Cell], out: Path) -> int:
+    """Cells as one job array (two with an auto teacher), submitted through submitit."""
+    try:
+        res = slurm.resources(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    specs = [slurm.CellSpec(str(out), cfg, c, args.device) for c in cells]
+    if args.force and not args.dry_run:
+        for s in specs:
+            shutil.rmtree(s.dir, ignore_errors=True)
+    specs = specs if args.dry_run else slurm.to_submit(specs)
+    if specs:
+        slurm.launch(specs, args.launcher, res, out / ".submitit" / "%j", args.wait, args.dry_run)
+    if not args.dry_run and (args.wait or args.launcher == "debug"):
+        collect(out / cfg.dataset)
     return 0
 
 

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
+from benchmarks import distributed
 from benchmarks.config import TrainCfg
 from benchmarks.data import BatchSampler
 from methods.base import Method, ema_update
@@ -71,6 +72,84 @@ def _truncate_log(path: Path, last_step: int) -> None:
     os.replace(tmp, path)
 
 
+# ---------------------------------------------------------------- the step (timed by benchmarks.perf)
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA, nothing elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_device(x: Tensor, device: torch.device) -> Tensor:
+    """A batch on ``device``; image batches (B, C, H, W) in channels-last layout on CUDA."""
+    x = x.to(device, non_blocking=True)
+    if device.type == "cuda" and x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def prepare_model(
+    fm: nn.Module, others: list[nn.Module], cfg: TrainCfg, device: torch.device
+) -> None:
+    """In place, before the first step: on CUDA, convolutional nets (``fm`` and ``others``: its EMA,
+    the method's target networks) take channels-last weights; with ``cfg.compile``, ``fm.net`` is
+    compiled by ``nn.Module.compile`` (parameter names, hence checkpoints, are unchanged) and so
+    are the jvps of ``unify.flowmap`` through ``fm.compile_jvp``."""
+    if device.type == "cuda":
+        for m in (fm, *others):
+            if any(isinstance(c, nn.Conv2d) for c in m.modules()):
+                m.to(memory_format=torch.channels_last)
+    if cfg.compile:
+        fm.net.compile()
+        fm.compile_jvp = True
+
+
+def train_step(
+    method: Method,
+    fm: nn.Module,
+    ema: nn.Module,
+    x1: Tensor,
+    step: int,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    cfg: TrainCfg,
+    autocast: contextlib.AbstractContextManager,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """One training step: loss -> backward -> clip -> step -> lr schedule -> EMA -> after_step.
+
+    Nothing here reads a value back to the host; the loss and logs are returned on the device.
+    """
+    with autocast:
+        loss, logs = method.loss(fm, x1, step)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    loss = distributed.sync_grads(fm, loss)  # mean over data-parallel ranks; 1 rank: unchanged
+    if cfg.clip > 0:
+        nn.utils.clip_grad_norm_(fm.parameters(), cfg.clip)
+    opt.step()
+    sched.step()
+    ema_update(ema, fm, cfg.ema)
+    method.after_step(fm, step)
+    return loss, logs
+
+
+def save_checkpoint(
+    path: Path, done: int, elapsed: float, last: float, parts: dict, window
+) -> None:
+    """Everything a resumed run needs to continue bit for bit from step ``done``.
+
+    Collective when several ranks train (their generator states are gathered); rank 0 writes.
+    """
+    rngs = distributed.rng_states()
+    if not distributed.is_main():
+        return
+    state = {"step": done, "seconds": elapsed, "loss": last, "window": window.cpu()}
+    state.update({k: v.state_dict() for k, v in parts.items()})
+    state.update(rng=rngs[0][0], cuda_rng=rngs[0][1], rng_ranks=rngs if len(rngs) > 1 else None)
+    atomic_save(state, path)
+
+
+# ---------------------------------------------------------------- the loop
 def train(
     method: Method,
     fm: nn.Module,
@@ -88,7 +167,7 @@ def train(
     warm = max(1, cfg.warmup)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warm))
     method.setup(fm, cfg.steps)
-    start, seconds, last = 0, 0.0, float("nan")
+    start, seconds, last, window = 0, 0.0, float("nan"), None
     if (run_dir / CKPT).exists():
         state = torch.load(run_dir / CKPT, map_location=device, weights_only=False)
         fm.load_state_dict(state["model"])
@@ -97,40 +176,38 @@ def train(
         sched.load_state_dict(state["sched"])
         method.load_state_dict(state["method"])
         batches.load_state_dict(state["data"])
-        torch.set_rng_state(state["rng"])
-        if state.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        distributed.set_rng_state(state)
         start, seconds, last = state["step"], state["seconds"], state["loss"]
-    _truncate_log(run_dir / LOG, start)
+        window = state.get("window")  # losses of a log window cut by a stop request
+    else:
+        distributed.seed_ranks()
+    if distributed.is_main():
+        _truncate_log(run_dir / LOG, start)
     if start >= cfg.steps:
         return TrainResult(start, start * cfg.batch, seconds, last)
 
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else contextlib.nullcontext()
-    )
-    window = torch.zeros(cfg.log_every, device=device)
+    prepare_model(fm, [ema, *method.nets.values()], cfg, device)
+    autocast = autocast_for(device)
+    window = torch.zeros(cfg.log_every, device=device) if window is None else window.to(device)
+    parts = dict(model=fm, ema=ema, opt=opt, sched=sched, method=method, data=batches)
+    quiet = quiet or not distributed.is_main()
     bar = tqdm(total=cfg.steps, initial=start, desc=method.name, disable=quiet, dynamic_ncols=True)
     fm.train()
     t0 = time.perf_counter()
-    with (run_dir / LOG).open("a") as log:
+    with (run_dir / LOG).open("a") if distributed.is_main() else open(os.devnull, "w") as log:
         for step in range(start, cfg.steps):
-            x1 = batches.next().to(device, non_blocking=True)
-            with autocast:
-                loss, logs = method.loss(fm, x1, step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip > 0:
-                nn.utils.clip_grad_norm_(fm.parameters(), cfg.clip)
-            opt.step()
-            sched.step()
-            ema_update(ema, fm, cfg.ema)
-            method.after_step(fm, step)
+            x1 = to_device(distributed.shard(batches.next()), device)
+            loss, logs = train_step(method, fm, ema, x1, step, opt, sched, cfg, autocast)
             window[step % cfg.log_every] = loss.detach().float()
             bar.update(1)
             done = step + 1
-            if done % cfg.log_every and done != cfg.steps:
+            at_log = done % cfg.log_every == 0 or done == cfg.steps
+            if distributed.stop_requested(at_log) and done != cfg.steps:
+                elapsed = seconds + time.perf_counter() - t0
+                save_checkpoint(run_dir / CKPT, done, elapsed, last, parts, window)
+                distributed.barrier()
+                raise distributed.Preempted(done)
+            if not at_log:
                 continue
             n = (step % cfg.log_every) + 1
             values = window[:n].tolist()
@@ -148,19 +225,6 @@ def train(
             log.flush()
             bar.set_postfix(loss=f"{last:.4g}")
             if done % cfg.ckpt_every == 0 or done == cfg.steps:
-                state = {
-                    "step": done,
-                    "seconds": elapsed,
-                    "loss": last,
-                    "model": fm.state_dict(),
-                    "ema": ema.state_dict(),
-                    "opt": opt.state_dict(),
-                    "sched": sched.state_dict(),
-                    "method": method.state_dict(),
-                    "data": batches.state_dict(),
-                    "rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-                }
-                atomic_save(state, run_dir / CKPT)
+                save_checkpoint(run_dir / CKPT, done, elapsed, last, parts, window)
     bar.close()
     return TrainResult(cfg.steps, cfg.steps * cfg.batch, seconds + time.perf_counter() - t0, last)

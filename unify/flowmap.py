@@ -4,10 +4,15 @@ X_{s,s} = id holds by construction, and the tangent condition lim_{s->t} d/dt X_
 the velocity b_t(x) = v(x, t, t). All derivatives of the map are one ``torch.func.jvp`` each (no
 double backward): d/dt X (Lagrangian), d/ds X + grad X . u (Eulerian, one jvp with tangent
 (u, 1, 0)), and the mean-flow total derivative of v.
+
+With ``FlowMap.compile_jvp`` set (``train.compile``), each jvp is compiled as a whole: a compiled
+net called inside an eager ``torch.func.jvp`` is skipped by dynamo and runs eagerly.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -24,6 +29,7 @@ class FlowMap(nn.Module):
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
+        self.compile_jvp = False  # compile the derivatives below (set with train.compile)
 
     def forward(self, x: Tensor, s: Tensor, t: Tensor) -> Tensor:
         """The map X_{s,t}(x); s and t have shape (B,)."""
@@ -42,9 +48,29 @@ def _ones(t: Tensor) -> Tensor:
     return torch.ones_like(t)
 
 
+@functools.cache
+def _compiled_jvp() -> Callable:
+    return torch.compile(lambda f, primals, tangents: torch.func.jvp(f, primals, tangents))
+
+
+def _jvp(fm: FlowMap, f: Callable, primals: tuple, tangents: tuple) -> tuple[Tensor, Tensor]:
+    """``torch.func.jvp(f, primals, tangents)``, compiled as a whole when ``fm.compile_jvp``.
+
+    Where dynamo cannot trace the jvp (torch 2.14: GroupNorm under ``torch.func.jvp``, so the
+    U-Nets), it warns once per model and the jvp runs eagerly; a genuine error re-raises there.
+    """
+    if getattr(fm, "compile_jvp", False):
+        try:
+            return _compiled_jvp()(f, primals, tangents)
+        except RuntimeError as e:
+            fm.compile_jvp = False
+            warnings.warn(f"compiled jvp failed, running it eagerly: {str(e)[:200]}", stacklevel=3)
+    return torch.func.jvp(f, primals, tangents)
+
+
 def map_dt(fm: FlowMap, x: Tensor, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     """(X_{s,t}(x), d/dt X_{s,t}(x)) by one jvp with tangent (0, 0, 1): the Lagrangian derivative."""
-    return torch.func.jvp(fm, (x, s, t), (torch.zeros_like(x), torch.zeros_like(s), _ones(t)))
+    return _jvp(fm, fm, (x, s, t), (torch.zeros_like(x), torch.zeros_like(s), _ones(t)))
 
 
 def map_ds(fm: FlowMap, x: Tensor, s: Tensor, t: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
@@ -52,14 +78,14 @@ def map_ds(fm: FlowMap, x: Tensor, s: Tensor, t: Tensor, u: Tensor) -> tuple[Ten
 
     With u = b_s(x) this is the Eulerian residual of the Flow Map Matching paper (Prop. 3.3).
     """
-    return torch.func.jvp(fm, (x, s, t), (u, _ones(s), torch.zeros_like(t)))
+    return _jvp(fm, fm, (x, s, t), (u, _ones(s), torch.zeros_like(t)))
 
 
 def avg_velocity_total_derivative(
     fm: FlowMap, x: Tensor, s: Tensor, t: Tensor, u: Tensor
 ) -> tuple[Tensor, Tensor]:
     """(v(x, s, t), d/ds v + grad_x v . u) by one jvp with tangent (u, 1, 0) (MeanFlow identity)."""
-    return torch.func.jvp(fm.avg_velocity, (x, s, t), (u, _ones(s), torch.zeros_like(t)))
+    return _jvp(fm, fm.avg_velocity, (x, s, t), (u, _ones(s), torch.zeros_like(t)))
 
 
 def velocity_of(fm: FlowMap) -> Velocity:

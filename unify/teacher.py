@@ -37,7 +37,11 @@ class VelocityTeacher:
     """
 
     def __init__(
-        self, velocity: Velocity, method: str = "heun", substeps: int = 1, max_dt: float | None = None
+        self,
+        velocity: Velocity,
+        method: str = "heun",
+        substeps: int = 1,
+        max_dt: float | None = None,
     ) -> None:
         self._velocity, self.method, self.substeps, self.max_dt = velocity, method, substeps, max_dt
 

@@ -1,0 +1,95 @@
+"""One line per cell under a folder: pending, running, done, failed (with its error), requeued n.
+
+    python -m benchmarks.status DIR
+
+A cell's state comes from its files (``metrics.csv`` = done; ``state.json`` written by the task;
+``submit.json`` written at submission) and, for Slurm jobs, from sacct/squeue through submitit,
+which catches tasks that died without a word (cancelled, out of time or memory, node failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from benchmarks.slurm import ACTIVE, STATE, SUBMIT, job_state, read_json
+
+DEAD = ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
+
+
+def _last_step(d: Path) -> str:
+    lines = (d / "log.jsonl").read_text().splitlines() if (d / "log.jsonl").exists() else []
+    try:
+        steps = json.loads((d / "config.json").read_text())["train"]["steps"]
+    except (OSError, ValueError, KeyError):
+        steps = "?"
+    return f"step {json.loads(lines[-1])['step'] if lines else 0}/{steps}"
+
+
+def _log_tail(sub: dict, n: int = 4) -> list[str]:
+    """The last lines of the task's submitit stderr log."""
+    if not sub.get("folder"):
+        return []
+    import submitit
+
+    try:
+        err = submitit.SlurmJob(sub["folder"], sub["job_id"]).paths.stderr
+        lines = err.read_text(errors="replace").strip().splitlines()
+    except (OSError, ValueError):
+        return []
+    return [ln for ln in lines if ln.strip()][-n:]
+
+
+def cell_status(d: Path) -> tuple[str, str, list[str]]:
+    """(state, detail, error lines) of the cell folder ``d``."""
+    st, sub = read_json(d / STATE), read_json(d / SUBMIT)
+    job = sub.get("job_id", "")
+    requeues = int(st.get("requeues", 0))
+    detail = f"job {job}" if job else "local"
+    if requeues:
+        detail += f", requeued {requeues}x"
+    if (d / "metrics.csv").exists():
+        return "done", detail, []
+    slurm_state = job_state(sub)
+    if st.get("state") == "failed" or slurm_state in DEAD:
+        why = [st["error"]] if st.get("error") else []
+        if slurm_state in DEAD:
+            why.insert(0, f"slurm: {slurm_state}")
+        return "failed", detail, why + _log_tail(sub)
+    if slurm_state == "RUNNING" or (slurm_state == "UNKNOWN" and st.get("state") == "running"):
+        return "running", f"{detail}, {_last_step(d)}", []
+    if slurm_state in ACTIVE:
+        return "pending", detail, []
+    if (d / "ckpt.pt").exists():
+        return "stopped", f"{detail}, {_last_step(d)} (rerun resumes)", []
+    return ("pending" if job else "missing"), detail, []
+
+
+def cells(root: Path) -> list[Path]:
+    found = {p.parent for n in ("config.json", SUBMIT) for p in root.rglob(f"runs/*/{n}")}
+    return sorted(found)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.status", description=__doc__)
+    p.add_argument("dir", type=Path)
+    args = p.parse_args(argv)
+    found = cells(args.dir)
+    if not found:
+        print(f"no cells under {args.dir}")
+        return 0
+    counts: dict[str, int] = {}
+    for d in found:
+        state, detail, why = cell_status(d)
+        counts[state] = counts.get(state, 0) + 1
+        print(f"{str(d.relative_to(args.dir)):<48} {state:<8} {detail}")
+        for line in why:
+            print(f"    {line}")
+    print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return 1 if counts.get("failed") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The speed benchmark's plumbing at a tiny size (its timings are not checked)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from benchmarks.config import TrainCfg, load_config
+from benchmarks.evaluate import sample_batch_for
+from benchmarks.nets import make_net
+from benchmarks.perf import main, resolve
+from benchmarks.perf_report import COLUMNS
+from benchmarks.train import prepare_model
+from unify import FlowMap
+
+TINY = ["--reps", "1", "--warmup", "1", "--sample-reps", "1", "--velocity-steps", "2"]
+
+
+@pytest.mark.parametrize(
+    ("net", "extra"),
+    [
+        ("mlp", ["--batch", "32", "--n-samples", "64"]),
+        ("tiny", ["--batch", "2", "--n-samples", "2"]),
+    ],
+)
+def test_perf_writes_rows_and_tables(tmp_path: Path, net: str, extra: list[str]) -> None:
+    methods = "emd" if net == "mlp" else "meanflow"
+    argv = ["--device", "cpu", "--net", net, "--methods", methods, "--nfe", "1,2", *TINY, *extra]
+    main([*argv, "--out", str(tmp_path)])
+    df = pd.read_csv(tmp_path / "perf.csv", keep_default_na=False, na_values=[""])
+    assert list(df.columns) == COLUMNS
+    train, sample = df[df["kind"] == "train"], df[df["kind"] == "sample"]
+    assert list(train["method"]) == ["fm", methods], "fm, the reference, is always measured"
+    assert train.set_index("method").loc["fm", "ratio_to_fm"] == 1.0
+    assert (train["median_s"] > 0).all() and train["ratio_to_fm"].notna().all()
+    assert (train["p10_s"] <= train["p90_s"]).all()
+    assert train["solver"].isna().all() and train["nfe"].isna().all()
+    if net == "mlp":  # emd's step carries the exact mixture teacher, and says so
+        assert train.set_index("method").loc["emd", "teacher"].startswith("exact gmm velocity")
+    # flow map at NFE 1, 2; Euler 1, 2; Heun 2; dopri5 once with its counted NFE
+    assert len(sample) == 6 and (sample["samples_per_s"] > 0).all()
+    assert sample[sample["method"] == "flowmap"]["solver"].isna().all()
+    assert sorted(sample[sample["method"] == "flowmap"]["nfe"]) == [1, 2]
+    dopri = sample[sample["solver"] == "dopri5"]
+    assert len(dopri) == 1 and dopri["nfe"].iloc[0] > 0
+    assert (dopri["speedup_vs_dopri5"] == 1.0).all()
+    assert (df["net"] == net).all() and (df["device"] == "cpu").all()
+    md = (tmp_path / "perf.md").read_text()
+    assert "torch " + torch.__version__ in md and "threads" in md
+    assert "## Targets" in md and "1-NFE flow map / dopri5" in md
+
+
+def test_gpu_preset_resolves_without_a_gpu() -> None:
+    a = resolve(["--preset", "gpu"])
+    assert (a.device, a.net, a.batch, a.compile) == ("cuda", ["paper"], 128, "both")
+    assert a.methods == ["fm", "lmd", "emd", "meanflow"] and a.nfe == [1, 8]
+    assert resolve(["--preset", "gpu", "--batch", "64"]).batch == 64  # flags beat the preset
+
+
+def test_bad_method_exits() -> None:
+    with pytest.raises(SystemExit):
+        resolve(["--methods", "nosuch"])
+
+
+def test_compile_flag_keeps_parameter_names() -> None:
+    cfg = load_config("gmm", "smoke", {}, ["train.compile=true"])
+    assert cfg.train.compile is True and TrainCfg().compile is False
+    fm = FlowMap(make_net("mlp", (2,), hidden=8, depth=1))
+    keys = list(fm.state_dict())
+    prepare_model(fm, [], cfg.train, torch.device("cpu"))  # compiles lazily: nothing runs here
+    assert list(fm.state_dict()) == keys, "checkpoints must not change with train.compile"
+    assert fm.net._compiled_call_impl is not None
+
+
+def test_sample_batch_sized_to_the_device() -> None:
+    cpu = torch.device("cpu")
+    assert sample_batch_for(cpu, (2,)) == 4096 and sample_batch_for(cpu, (3, 32, 32)) == 256
+    assert sample_batch_for(cpu, (3, 32, 32), requested=500) == 500
