@@ -74,6 +74,7 @@ class Bench:
     teacher: unify.Teacher | None = None  # of the distillation methods
     velocity_fm: FlowMap | None = None  # a briefly trained fm: sampled flow map and velocity
     teacher_note: str = ""
+    velocity_note: str = ""
 
 
 def synthetic_images(n: int, seed: int = 0) -> Tensor:
@@ -132,6 +133,7 @@ def make_bench(net: str, batch: int, device: torch.device, velocity_steps: int) 
     for _ in range(velocity_steps):
         fm_step()
     b.velocity_fm = copy.deepcopy(fm).requires_grad_(False).eval()
+    b.velocity_note = f"the fm net trained {velocity_steps} steps is flow map and velocity"
     b.teacher = make_teacher(cfg, b.problem, b.velocity_fm)
     b.teacher_note += f", heun max_dt 1/{round(1 / TEACHER_MAX_DT)}"
     return b
@@ -201,6 +203,7 @@ def bench_sample(b: Bench, a: argparse.Namespace, device: torch.device):
         speed = n / np.median(secs)
         r = row("sample", b, device, secs, method=method, solver=solver, nfe=max(counted))
         r |= dict(n_samples=n, sample_batch=batch, samples_per_s=speed, peak_mem_mb=mem)
+        r["teacher"] = b.velocity_note
         out.append((r, call))
         print(
             f"  sample {b.net} {method} {solver or 'map'} nfe {max(counted)}: {speed:.0f}/s",

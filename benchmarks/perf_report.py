@@ -109,7 +109,12 @@ def markdown(df: pd.DataFrame, argv: list[str] | None, seconds: float) -> str:
     parts = [
         "# flowmap-bench speed (`benchmarks.perf`)",
         f"- device: {dev} ({device_name(dev)}); torch {torch.__version__}; "
-        f"{torch.get_num_threads()} threads; {datetime.date.today().isoformat()}",
+        f"{torch.get_num_threads()} threads; {datetime.date.today().isoformat()}"
+        + (
+            "; one thread by default: the two cores are shared, 2-thread timings were erratic"
+            if dev == "cpu"
+            else ""
+        ),
         f"- command: `{cmd}` ({seconds:.0f} s)",
         "- training step: `benchmarks.train.train_step` (loss, backward, clip, optimiser step, lr "
         "schedule, EMA, after_step; data fetch included), median over repeated steps after "
@@ -135,7 +140,8 @@ def markdown(df: pd.DataFrame, argv: list[str] | None, seconds: float) -> str:
             parts.append(train_table(tr))
         if len(sa):
             n, b = int(sa["n_samples"].iloc[0]), int(sa["sample_batch"].iloc[0])
-            parts.append(f"\nSampling {n} samples in batches of {b}:\n\n" + sample_table(sa))
+            note = f"Sampling {n} samples in batches of {min(n, b)}; {sa['teacher'].iloc[0]}"
+            parts.append(f"\n{note}:\n\n" + sample_table(sa))
     lines = targets(df)
     if lines:
         parts.append("\n## Targets\n\n" + _table(["check", "net", "value", "goal", ""], lines))

@@ -79,3 +79,24 @@ def test_sample_batch_sized_to_the_device() -> None:
     cpu = torch.device("cpu")
     assert sample_batch_for(cpu, (2,)) == 4096 and sample_batch_for(cpu, (3, 32, 32)) == 256
     assert sample_batch_for(cpu, (3, 32, 32), requested=500) == 500
+
+
+def test_compiled_jvp_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where dynamo cannot trace a jvp (GroupNorm in torch 2.14) the eager jvp gives the answer."""
+    import unify.flowmap as ufm
+
+    def untraceable() -> object:
+        def fail(*args: object) -> None:
+            raise RuntimeError("INTERNAL ASSERT FAILED (as dynamo does on GroupNorm under jvp)")
+
+        return fail
+
+    monkeypatch.setattr(ufm, "_compiled_jvp", untraceable)
+    torch.manual_seed(0)
+    fm = FlowMap(make_net("mlp", (2,), hidden=8, depth=1))
+    x, s, t, u = torch.randn(4, 2), torch.rand(4), torch.rand(4), torch.randn(4, 2)
+    expected = ufm.map_ds(fm, x, s, t, u)[1]
+    fm.compile_jvp = True
+    with pytest.warns(UserWarning, match="compiled jvp failed"):
+        got = ufm.map_ds(fm, x, s, t, u)[1]
+    assert torch.equal(got, expected) and fm.compile_jvp is False

@@ -57,7 +57,8 @@ def _jvp(fm: FlowMap, f: Callable, primals: tuple, tangents: tuple) -> tuple[Ten
     """``torch.func.jvp(f, primals, tangents)``, compiled as a whole when ``fm.compile_jvp``.
 
     Where dynamo cannot trace the jvp (torch 2.14: GroupNorm under ``torch.func.jvp``, so the
-    U-Nets), it warns once per model and the jvp runs eagerly; a genuine error re-raises there.
+    U-Nets, raise an internal assert, cf. pytorch/pytorch#197090, #139756), it warns once per
+    model and the jvp runs eagerly; a genuine error then re-raises from the eager jvp.
     """
     if getattr(fm, "compile_jvp", False):
         try:
