@@ -33,7 +33,7 @@ from benchmarks.config import BUDGETS, ConfigError, RunConfig, datasets, load_co
 from benchmarks.data import DataError
 from benchmarks.problems import load_problem
 from benchmarks.report import update_rows, write_reports
-from methods import METHODS
+from methods import METHODS, build_config
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -108,9 +108,10 @@ def build(args: argparse.Namespace) -> tuple[RunConfig, list[str], list[int]]:
             raise ConfigError(
                 f"unknown method {name!r} in overrides; allowed: {', '.join(METHODS)}"
             )
-        from methods import build_config
-
-        build_config(METHODS[name], cfg.method[name])
+        try:
+            build_config(METHODS[name], cfg.method[name])
+        except (TypeError, ValueError) as e:
+            raise ConfigError(str(e)) from None
     if cfg.teacher not in ("auto", "exact") and not Path(cfg.teacher).is_file():
         raise ConfigError(
             f"--teacher {cfg.teacher!r}: expected auto, exact or an existing checkpoint file"

@@ -60,6 +60,7 @@ def test_every_method_end_to_end(tmp_path: Path) -> None:
         ["--methods", "all", "train.steps=abc"],
         ["--methods", "all", "train.lr=fast"],
         ["--methods", "all", "--seeds", "x"],
+        ["--methods", "all", f"method.{sorted(METHODS)[0]}.nosuch=1"],
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, argv: list[str], capsys) -> None:
