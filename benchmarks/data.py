@@ -7,7 +7,6 @@ with the folder searched, the expected files and where to get them.
 
 from __future__ import annotations
 
-import math
 import pickle
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,6 @@ def to_uint8(x: Tensor) -> Tensor:
     return ((x.detach().float() + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
-to_unit = to_uint8
 """Alias of :func:`to_uint8`."""
 
 
@@ -61,20 +59,6 @@ def checkerboard(n: int, generator: torch.Generator | None = None) -> Tensor:
     col = 2 * (cell % 2) + row % 2  # 0..3, with row + col even
     corner = torch.stack([col, row], dim=1).float() * 2.0 - 4.0
     return corner + 2.0 * u
-
-
-def gaussian_ring(
-    n: int,
-    k: int = 8,
-    radius: float = 4.0,
-    std: float = 0.4,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """``n`` points from ``k`` equal-weight Gaussians (std ``std``) on a circle of ``radius``."""
-    comp = torch.randint(0, k, (n,), generator=generator).float()
-    angle = 2 * math.pi * comp / k
-    centres = radius * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
-    return centres + std * torch.randn(n, 2, generator=generator)
 
 
 # --------------------------------------------------------------------------- CIFAR-10

@@ -13,7 +13,6 @@ from benchmarks.data import (
     DataError,
     checkerboard,
     cifar10,
-    gaussian_ring,
     imagenet32,
     npz_images,
     to_uint8,
@@ -198,12 +197,6 @@ def test_checkerboard() -> None:
     assert len({tuple(c) for c in cells.tolist()}) == 8
     same = checkerboard(4000, generator=torch.Generator().manual_seed(0))
     assert torch.equal(x, same)
-
-
-def test_gaussian_ring() -> None:
-    x = gaussian_ring(2000, generator=torch.Generator().manual_seed(0))
-    assert x.shape == (2000, 2)
-    assert (x.norm(dim=1) - 4).abs().mean() < 0.5
 
 
 # --------------------------------------------------------------------------- sampler
