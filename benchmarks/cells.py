@@ -1,36 +1,53 @@
-"""One cell = one (method, seed): build the model, train (resuming), evaluate, write its rows.
+"""One cell = one (method, seed): build, train (resuming), evaluate, write its files.
 
-A cell lives in ``<out>/<dataset>/runs/<method>-s<seed>/`` with ``config.json``, ``log.jsonl``,
-``ckpt.pt`` and, once finished, ``metrics.csv`` (its presence marks the cell done).
+A cell lives in ``<out>/<dataset>/runs/<method>-s<seed>/``: ``config.json``, ``state.json``
+(running, stopped, failed with its reason, done), ``log.jsonl``, ``ckpt.pt``, and once finished
+``train.json``, ``samples.npz`` and last ``metrics.csv``, whose presence marks the cell done.
+A cell that raises is recorded as failed (``error.log`` keeps the traceback) and the launcher goes
+on with the others; a stop request (Ctrl-C, SIGTERM, Slurm's SIGUSR2) is not a failure: the
+checkpoint holds the exact step and the rerun resumes there.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
+import socket
 import subprocess
+import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from benchmarks import distributed
-from benchmarks.config import ConfigError, RunConfig
+from benchmarks import datasets, distributed, factory
+from benchmarks.atomic import read_json, write_json, write_text
+from benchmarks.config import ConfigError, RunConfig, apply_updates
 from benchmarks.data import BatchSampler
-from benchmarks.evaluate import Scorer, evaluate_exact, evaluate_method, evaluate_teacher
-from benchmarks.nets import make_net
-from benchmarks.problems import Problem
-from benchmarks.report import read_rows, write_csv_atomic
-from benchmarks.train import CKPT, TrainResult, train
-from methods import METHODS, build_config
-from unify import FlowMap, FlowMapTeacher, VelocityTeacher, make_interpolant
-from unify.teacher import Teacher
+from benchmarks.datasets import Problem
+from benchmarks.evaluate import (
+    Evaluation,
+    Scorer,
+    evaluate_exact,
+    evaluate_method,
+    evaluate_teacher,
+    metric_names,
+)
+from benchmarks.rows import FLOOR, failure_note, read_rows, write_csv
+from benchmarks.stop import Stopped
+from benchmarks.train import CKPT, NonFiniteLoss, TrainResult, train
+from methods import METHODS
 
-TEACHER = "fm"  # the flow-matching method whose velocity is the ODE teacher and baseline
-EXACT = "exact"  # the oracle floor row
+TEACHER = "fm"  # the flow-matching method whose velocity is the trained teacher and baseline
+STATE, METRICS, ERROR_LOG = "state.json", "metrics.csv", "error.log"
+KEPT = ("job_id", "task", "host", "requeues", "stopped_at")  # launcher history in state.json
+
+
+class TeacherUnavailable(RuntimeError):
+    """A distillation cell's trained teacher (the fm cell of its seed) has not finished."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +61,7 @@ class Cell:
 
 
 def cell_dir(out: Path, cfg: RunConfig, cell: Cell) -> Path:
-    return out / cfg.dataset / "runs" / cell.key
+    return Path(out) / cfg.dataset / "runs" / cell.key
 
 
 def cell_config(cfg: RunConfig, cell: Cell) -> dict:
@@ -52,147 +69,155 @@ def cell_config(cfg: RunConfig, cell: Cell) -> dict:
     d = cfg.to_dict()
     d["method"] = {cell.method: cfg.method.get(cell.method, {})}
     d["seed"] = cell.seed
-    return d
+    return json.loads(json.dumps(d))
+
+
+def stored_config(d: Path) -> dict:
+    """A cell's config.json without what it learned while running (``problem``)."""
+    stored = read_json(d / "config.json")
+    stored.pop("problem", None)
+    return stored
 
 
 def git_sha() -> str:
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
     try:
-        root = Path(__file__).resolve().parent.parent
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return git("rev-parse", "--short", "HEAD") + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
-def check_cell(out: Path, cfg: RunConfig, cell: Cell, force: bool) -> str:
-    """'done', 'resume' or 'new'; a stored config that differs needs --force (nothing is written)."""
+def status(out: Path, cfg: RunConfig, cell: Cell, force: bool = False) -> str:
+    """'done', 'failed', 'resume' or 'new'. A stored config that differs needs --force:
+    ConfigError, nothing written."""
     d = cell_dir(out, cfg, cell)
-    stored = d / "config.json"
-    if stored.exists() and not force:
-        if json.loads(stored.read_text()) != json.loads(json.dumps(cell_config(cfg, cell))):
-            raise ConfigError(
-                f"{d} was run with a different configuration; rerun with --force to redo it"
-            )
-    if force or not stored.exists():
+    if force or not (d / "config.json").exists():
         return "new"
-    return "done" if (d / "metrics.csv").exists() else ("resume" if (d / CKPT).exists() else "new")
+    if stored_config(d) != cell_config(cfg, cell):
+        raise ConfigError(f"{d} was run with a different configuration; rerun with --force")
+    if (d / METRICS).exists():
+        return "done"
+    if read_json(d / STATE).get("state") == "failed":
+        return "failed"
+    return "resume" if (d / CKPT).exists() else "new"
 
 
-def build_model(cfg: RunConfig, shape: tuple[int, ...]) -> FlowMap:
-    n = cfg.net
-    kw = {"hidden": n.hidden, "depth": n.depth} if n.kind == "mlp" else {"dropout": n.dropout}
-    return FlowMap(make_net(n.kind, shape, **kw))
-
-
-def load_teacher_checkpoint(
-    path: Path, cfg: RunConfig, shape: tuple[int, ...], device: torch.device
-) -> FlowMap:
-    """The EMA weights of an fm checkpoint written by this harness."""
-    fm = build_model(cfg, shape).to(device)
-    state = torch.load(path, map_location=device, weights_only=False)
-    fm.load_state_dict(state["ema"] if "ema" in state else state)
-    fm.requires_grad_(False).eval()
-    return fm
-
-
-TEACHER_MAX_DT = 1 / 32  # a teacher ODE step is Heun with sub-steps of at most this length
-
-
-def make_teacher(cfg: RunConfig, problem: Problem, teacher_fm: FlowMap | None) -> Teacher | None:
-    """``exact``: the oracle's closed-form velocity; otherwise a trained fm's velocity v(x, t, t).
-
-    Either way a teacher ODE step is Heun (the consistency-distillation solver) with sub-steps of
-    at most ``TEACHER_MAX_DT``, so every distillation method sees the same kind of teacher.
-    """
-    interp = make_interpolant(cfg.interpolant)
+def teacher_for(out: Path, cfg: RunConfig, cell: Cell, problem: Problem, device: torch.device):
+    """(teacher, (teacher steps, teacher seconds)) of a cell; (None, (0, 0)) when it needs none."""
+    if not METHODS[cell.method].needs_teacher:
+        return None, (0, 0.0)
+    interp = factory.interpolant(cfg)
     if cfg.teacher == "exact":
-        oracle = problem.oracle
-
-        def velocity(x, t):
-            return oracle.velocity(x, t, interp)
-
-        return VelocityTeacher(velocity, "heun", max_dt=TEACHER_MAX_DT)
-    return None if teacher_fm is None else FlowMapTeacher(teacher_fm, "heun", max_dt=TEACHER_MAX_DT)
+        return factory.teacher(cfg, problem, interp, None), (0, 0.0)
+    if cfg.teacher != "auto":
+        fm = factory.load_weights(Path(cfg.teacher), cfg, problem.shape, device)
+        return factory.teacher(cfg, problem, interp, fm), (0, 0.0)
+    tdir = cell_dir(out, cfg, Cell(TEACHER, cell.seed))
+    if not (tdir / METRICS).exists() or not (tdir / CKPT).exists():
+        raise TeacherUnavailable(f"teacher {TEACHER}-s{cell.seed} has not finished ({tdir})")
+    fm = factory.load_weights(tdir / CKPT, cfg, problem.shape, device)
+    done = json.loads((tdir / "train.json").read_text())
+    return factory.teacher(cfg, problem, interp, fm), (done["steps"], done["seconds"])
 
 
 def run_cell(
+    *,
     out: Path,
     cfg: RunConfig,
     cell: Cell,
-    problem: Problem,
-    teacher: Teacher | None,
-    teacher_cost: tuple[int, float],
     device: torch.device,
-    quiet: bool,
-    force: bool,
-    need_model: bool = False,
-) -> tuple[pd.DataFrame, FlowMap | None]:
-    """Train and evaluate one cell, or read a finished one back; returns (rows, EMA model).
+    quiet: bool = True,
+    position: int | None = None,
+    debug: bool = False,
+) -> dict:
+    """Train and evaluate one cell (or only retrain a finished teacher whose checkpoint is gone);
+    returns the state written to ``state.json``. Failures are recorded, not raised (``debug``:
+    raised after recording); :class:`Stopped` is recorded and raised."""
+    d = cell_dir(out, cfg, cell)
+    main = distributed.is_main()
+    if main:
+        d.mkdir(parents=True, exist_ok=True)
+        write_json(d / "config.json", cell_config(cfg, cell))
+        here = {"pid": os.getpid(), "host": socket.gethostname()}
+        _record(d, {"state": "running", **here}, main)
+    try:
+        state = _run(out, cfg, cell, device, quiet, position)
+    except Stopped as e:  # step -1: stopped in evaluation, after training
+        step = e.step if e.step >= 0 else cfg.train.steps
+        state = {"state": "stopped", "step": step, "total": cfg.train.steps}
+        _record(d, state, main)
+        raise
+    except Exception as e:
+        state = _failure(e, cfg)
+        _record(d, state, main, traceback.format_exc())
+        if debug:
+            raise
+        return state
+    _record(d, state, main)
+    return state
 
-    A finished cell is not retrained unless its model is needed (as a teacher) and its checkpoint
-    is gone; then training reruns deterministically and the stored rows are kept.
-    """
+
+def _record(d: Path, state: dict, main: bool, tb: str = "") -> None:
+    """Write ``state.json``: the new state, keeping only a launcher's history (job, requeues)."""
+    if main:
+        old = read_json(d / STATE)
+        kept = {k: old[k] for k in KEPT if k in old}
+        write_json(d / STATE, {**kept, **state, "time": time.time()})
+        if tb:
+            write_text(d / ERROR_LOG, tb)
+
+
+def _failure(e: Exception, cfg: RunConfig) -> dict:
+    """The failed state of a cell: kind, error class, one-line reason, step when known."""
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if isinstance(e, NonFiniteLoss):
+        return {"state": "failed", "kind": "diverged", "error": type(e).__name__,
+                "reason": reason, "step": e.step, "total": cfg.train.steps}  # fmt: skip
+    if isinstance(e, torch.OutOfMemoryError):
+        reason = "out of memory"
+    return {"state": "failed", "kind": "error", "error": type(e).__name__, "reason": reason}
+
+
+def _run(out, cfg, cell, device, quiet, position) -> dict:
     d = cell_dir(out, cfg, cell)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    done = not force and (d / "metrics.csv").exists()
-    if done and not need_model:
-        return read_rows(d / "metrics.csv"), None
-    if force and d.exists():
-        shutil.rmtree(d)
-    d.mkdir(parents=True, exist_ok=True)
-    if distributed.is_main():  # data-parallel ranks > 0 write nothing
-        tmp = d / ".config.json.tmp"
-        tmp.write_text(json.dumps(cell_config(cfg, cell), indent=2, sort_keys=True))
-        os.replace(tmp, d / "config.json")
-    interp = make_interpolant(cfg.interpolant)
-    scorer = Scorer(problem, interp, cfg.eval, cell.seed, out / cfg.dataset / "fid_cache", device)
-    if cell.method == EXACT and not distributed.is_main():
-        return pd.DataFrame(), None
-    if cell.method == EXACT:
-        rows = pd.DataFrame(evaluate_exact(scorer, cfg.eval.nfe))
-        return _finish(d, rows, cfg, cell, TrainResult(0, 0, 0.0, 0.0), (0, 0.0)), None
-
+    problem = factory.load_problem(cfg, cell.seed)
+    if problem.info and distributed.is_main():
+        write_json(d / "config.json", {**cell_config(cfg, cell), "problem": problem.info})
+    scorer = Scorer(problem, factory.interpolant(cfg), cfg.eval, cell.seed,
+                    Path(out) / cfg.dataset / "fid_cache", device)  # fmt: skip
+    if cell.method == FLOOR:
+        if distributed.is_main():
+            _finish(d, evaluate_exact(scorer, FLOOR), cfg, cell, TrainResult(0, 0, 0.0, 0.0))
+        return {"state": "done"}
+    teacher, cost = teacher_for(out, cfg, cell, problem, device)
     torch.manual_seed(cell.seed)  # the same initial weights for every method of a seed
-    fm = build_model(cfg, problem.shape).to(device)
-    ema = copy.deepcopy(fm).requires_grad_(False)
-    cls = METHODS[cell.method]
-    method = cls(
-        build_config(cls, cfg.method.get(cell.method)),
-        interp,
-        teacher if cls.needs_teacher else None,
-    )
+    p = factory.parts(cfg, cell.method, problem.shape, teacher, device)
     batches = BatchSampler(problem.train, cfg.train.batch, seed=cell.seed, hflip=cfg.data.hflip)
-    result = train(method, fm, ema, batches, cfg.train, d, device, quiet)
-    if not distributed.is_main():  # data-parallel ranks > 0 only train
-        return pd.DataFrame(), None
-    if done:
-        return read_rows(d / "metrics.csv"), ema
-    ema.eval()
+    result = train(p, batches, cfg.train, d, device, quiet=quiet, position=position)
+    if not distributed.is_main() or (d / METRICS).exists():  # ranks > 0, or a teacher retrained
+        return {"state": "done"}
+    p.ema.eval()
     if cell.method == TEACHER:
-        rows = evaluate_teacher(ema, scorer, cfg.eval.nfe)
+        ev = evaluate_teacher(p.method, p.ema, scorer)
     else:
-        rows = evaluate_method(method, ema, scorer, cfg.eval.nfe)
-    cost = teacher_cost if cls.needs_teacher else (0, 0.0)
-    return _finish(d, pd.DataFrame(rows), cfg, cell, result, cost), ema
+        ev = evaluate_method(p.method, p.ema, scorer)
+    _finish(d, ev, cfg, cell, result, cost)
+    return {"state": "done"}
 
 
-def _finish(
-    d: Path, rows: pd.DataFrame, cfg: RunConfig, cell: Cell, result: TrainResult, teacher_cost
-) -> pd.DataFrame:
-    rows = rows.assign(
+def _finish(d: Path, ev: Evaluation, cfg: RunConfig, cell: Cell, result: TrainResult,
+            teacher_cost: tuple[int, float] = (0, 0.0)) -> None:  # fmt: skip
+    """Write samples, train.json, then metrics.csv (last: it marks the cell done)."""
+    rows = pd.DataFrame(ev.rows).assign(
         dataset=cfg.dataset,
         seed=cell.seed,
         run=cell.key,
@@ -204,6 +229,32 @@ def _finish(
         teacher_seconds=round(teacher_cost[1], 3),
         git_sha=git_sha(),
     )
-    write_csv_atomic(rows, d / "metrics.csv")
-    (d / "train.json").write_text(json.dumps(result.__dict__))
-    return rows
+    ev.save(d)
+    write_json(d / "train.json", result.__dict__)
+    write_csv(rows, d / METRICS)
+
+
+def failure_rows(d: Path) -> pd.DataFrame:
+    """Rows of a failed cell, one per (NFE, metric), each carrying the failure note."""
+    state, conf = read_json(d / STATE), stored_config(d)
+    if state.get("state") != "failed" or not conf:
+        return pd.DataFrame()
+    seed = conf.pop("seed")
+    cfg = apply_updates(RunConfig(), conf)
+    spec = datasets.get(cfg.dataset)
+    names = metric_names(spec.kind == "images", spec.has_oracle, cfg.eval)
+    note = failure_note(state.get("kind", "error"), state.get("step"), state.get("reason", ""))
+    method = d.name.rsplit("-s", 1)[0]
+    rows = [dict(method=method, dataset=cfg.dataset, seed=seed, nfe=n, metric=m, note=note,
+                 budget=cfg.budget, run=d.name) for n in cfg.eval.nfe for m in names]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def reset(d: Path) -> None:
+    """Forget a cell (``--force``)."""
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def rows_of(d: Path) -> pd.DataFrame:
+    """The rows of a cell folder: its metrics when done, its failure rows when failed."""
+    return read_rows(d / METRICS) if (d / METRICS).exists() else failure_rows(d)

@@ -1,11 +1,12 @@
-"""Merge every finished cell under a folder into its metrics.csv, tables and plots.
+"""Merge every cell under a folder into its metrics.csv, tables and plots.
 
     python -m benchmarks.collect DIR
 
 ``DIR`` is a run's output (``results``), a sweep's (``results/sweeps/<name>``) or anything above;
-each ``<dataset>/runs/<cell>/metrics.csv`` found is merged into ``<dataset>/metrics.csv`` (with
-the same lock and key as a local run) and that folder's tables and plots are rewritten, so the
-result is the same as ``python -m benchmarks.run --launcher local`` on the same cells.
+every ``<dataset>/runs/<cell>`` found contributes its rows (finished cells their metrics, failed
+cells one note per NFE and metric) to ``<dataset>/metrics.csv`` (with the same lock and key as a
+local run) and that folder's tables and plots are rewritten: the same result as the local
+launcher on the same cells.
 """
 
 from __future__ import annotations
@@ -16,27 +17,36 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.report import read_rows, update_rows, write_reports
+from benchmarks.cells import rows_of
+from benchmarks.report import write_reports
+from benchmarks.rows import update_rows
 
 
-def finished_cells(root: Path) -> dict[Path, list[Path]]:
-    """``{dataset folder: [cell metrics.csv, ...]}`` for every finished cell under ``root``."""
+def cell_folders(root: Path) -> dict[Path, list[Path]]:
+    """``{dataset folder: [cell folder, ...]}`` for every cell under ``root``."""
     found: dict[Path, list[Path]] = {}
-    for f in sorted(Path(root).rglob("runs/*/metrics.csv")):
-        found.setdefault(f.parent.parent.parent, []).append(f)
+    for f in sorted(Path(root).rglob("runs/*/config.json")):
+        found.setdefault(f.parent.parent.parent, []).append(f.parent)
     return found
+
+
+def report_folder(folder: Path, cells: list[Path]) -> list[Path]:
+    """Merge the rows of ``cells`` into ``folder/metrics.csv`` and rewrite its reports."""
+    frames = [r for r in (rows_of(d) for d in cells if d.is_dir()) if len(r)]
+    if not frames:
+        return []
+    merged = update_rows(folder / "metrics.csv", pd.concat(frames, ignore_index=True))
+    return write_reports(merged, folder)
 
 
 def collect(root: Path, quiet: bool = False) -> list[Path]:
     """Merge and report each dataset folder under ``root``; returns the folders written."""
     written = []
-    for folder, files in finished_cells(Path(root)).items():
-        rows = pd.concat([read_rows(f) for f in files], ignore_index=True)
-        merged = update_rows(folder / "metrics.csv", rows)
-        write_reports(merged, folder)
-        written.append(folder)
-        if not quiet:
-            print(f"{folder}: {len(files)} cells, {len(merged)} rows -> table.md, plots")
+    for folder, cells in cell_folders(Path(root)).items():
+        if report_folder(folder, cells):
+            written.append(folder)
+            if not quiet:
+                print(f"{folder}: {len(cells)} cells -> metrics.csv, table.md, plots")
     return written
 
 
@@ -48,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.dir} is not a folder", file=sys.stderr)
         return 2
     if not collect(args.dir):
-        print(f"no finished cells under {args.dir}")
+        print(f"no finished or failed cells under {args.dir}")
     return 0
 
 

@@ -14,10 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+
+from benchmarks import datasets as registry
+from benchmarks.nets import NET_KINDS
+from unify.interpolant import INTERPOLANTS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 BUDGETS = ("smoke", "small", "paper")
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "radam": torch.optim.RAdam,
+    "adamw": torch.optim.AdamW,
+}
 
 
 class ConfigError(ValueError):
@@ -33,7 +43,7 @@ class DataCfg:
 
 @dataclass(frozen=True)
 class NetCfg:
-    kind: str = "mlp"  # mlp | tiny | small | paper
+    kind: str = "mlp"  # benchmarks.nets.NET_KINDS: mlp | tiny | small | paper
     hidden: int = 256
     depth: int = 3
     dropout: float = 0.0
@@ -44,7 +54,7 @@ class TrainCfg:
     steps: int = 2000
     batch: int = 512
     lr: float = 1e-3
-    optimizer: str = "adam"  # adam | radam | adamw
+    optimizer: str = "adam"  # OPTIMIZERS: adam | radam | adamw
     weight_decay: float = 0.0
     warmup: int = 0
     clip: float = 1.0  # max gradient norm, 0 = off
@@ -72,7 +82,9 @@ class RunConfig:
     dataset: str = "gmm"
     budget: str = "small"
     interpolant: str = "linear"
-    teacher: str = "auto"  # auto | exact | PATH to an fm checkpoint
+    # distillation teacher: auto (the run's trained fm) | exact (the oracle's velocity) | PATH to
+    # an fm checkpoint; load_config sets the dataset's default (benchmarks.datasets)
+    teacher: str = "auto"
     data_root: str = ""
     data: DataCfg = field(default_factory=DataCfg)
     net: NetCfg = field(default_factory=NetCfg)
@@ -122,7 +134,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     raise ConfigError(f"bad value {value!r} for {key}: expected {name}")
 
 
-def _apply(obj: Any, updates: dict[str, Any], prefix: str = "") -> Any:
+def apply_updates(obj: Any, updates: dict[str, Any], prefix: str = "") -> Any:
     """Return a copy of dataclass ``obj`` with nested ``updates`` applied and type-checked."""
     hints = typing.get_type_hints(type(obj))
     changes: dict[str, Any] = {}
@@ -142,7 +154,7 @@ def _apply(obj: Any, updates: dict[str, Any], prefix: str = "") -> Any:
         elif dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"bad value {value!r} for {full}: expected a mapping")
-            changes[key] = _apply(current, value, f"{full}.")
+            changes[key] = apply_updates(current, value, f"{full}.")
         else:
             changes[key] = _coerce(value, hints[key], full)
     return dataclasses.replace(obj, **changes)
@@ -170,23 +182,30 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def datasets() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    """Registered dataset names (``benchmarks.datasets.DATASETS``)."""
+    return sorted(registry.DATASETS)
 
 
 def load_config(dataset: str, budget: str, cli: dict[str, Any], overrides: list[str]) -> RunConfig:
-    """Defaults < preset < preset budget < CLI flags (already nested) < dotted overrides."""
-    if dataset not in datasets():
+    """Defaults < dataset default teacher < preset < preset budget < CLI flags < dotted overrides."""
+    if dataset not in registry.DATASETS:
         raise ConfigError(f"unknown dataset {dataset!r}; allowed: {', '.join(datasets())}")
     if budget not in BUDGETS:
         raise ConfigError(f"unknown budget {budget!r}; allowed: {', '.join(BUDGETS)}")
-    preset = yaml.safe_load((CONFIG_DIR / f"{dataset}.yaml").read_text()) or {}
+    path = CONFIG_DIR / f"{dataset}.yaml"
+    preset = (yaml.safe_load(path.read_text()) if path.exists() else {}) or {}
     budgets = preset.pop("budgets", {}) or {}
-    cfg = _apply(RunConfig(dataset=dataset, budget=budget), preset)
-    cfg = _apply(cfg, budgets.get(budget, {}) or {})
-    cfg = _apply(cfg, cli)
-    cfg = _apply(cfg, parse_overrides(overrides))
+    spec = registry.get(dataset)
+    cfg = RunConfig(dataset=dataset, budget=budget, teacher=spec.default_teacher)
+    for layer in (preset, budgets.get(budget, {}) or {}, cli, parse_overrides(overrides)):
+        cfg = apply_updates(cfg, layer)
     validate(cfg)
     return cfg
+
+
+def _one_of(value: str, allowed, key: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"bad value {value!r} for {key}; allowed: {', '.join(allowed)}")
 
 
 def validate(cfg: RunConfig) -> None:
@@ -206,5 +225,10 @@ def validate(cfg: RunConfig) -> None:
         )
     if not 0 <= t.ema < 1:
         raise ConfigError(f"bad value {t.ema} for train.ema: must be in [0, 1)")
-    if t.optimizer not in ("adam", "radam", "adamw"):
-        raise ConfigError(f"bad value {t.optimizer!r} for train.optimizer: adam, radam or adamw")
+    _one_of(t.optimizer, list(OPTIMIZERS), "train.optimizer")
+    _one_of(cfg.net.kind, NET_KINDS, "net.kind")
+    _one_of(cfg.interpolant, list(INTERPOLANTS), "interpolant")
+    kind = registry.get(cfg.dataset).kind
+    if (cfg.net.kind == "mlp") != (kind == "points"):
+        nets = "mlp" if kind == "points" else ", ".join(k for k in NET_KINDS if k != "mlp")
+        raise ConfigError(f"net.kind={cfg.net.kind!r} does not fit {kind} data; use {nets}")

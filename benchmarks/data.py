@@ -41,9 +41,6 @@ def to_uint8(x: Tensor) -> Tensor:
     return ((x.detach().float() + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
-"""Alias of :func:`to_uint8`."""
-
-
 # --------------------------------------------------------------------------- 2D toys
 
 
@@ -85,12 +82,10 @@ def _read_cifar_batch(path: Path) -> np.ndarray:
     return data.reshape(-1, 3, 32, 32)
 
 
-def cifar10(root: str | Path, train: bool = True, download: bool = True) -> Tensor:
-    """CIFAR-10 images as float32 ``(N, 3, 32, 32)`` in ``[-1, 1]`` (50,000 train / 10,000 test).
+def cifar10_check(root: str | Path, train: bool = True, download: bool = True) -> Path:
+    """The CIFAR-10 batch folder under ``root``, downloaded first when missing and ``download``.
 
-    Reads the python pickle batches under ``root/cifar-10-batches-py`` directly. If they are
-    missing and ``download`` is true, torchvision downloads them first; any failure (offline,
-    bad archive, torchvision absent) becomes a :class:`DataError`.
+    Any failure (offline, bad archive, torchvision absent) becomes a :class:`DataError`.
     """
     folder = Path(root) / CIFAR10_DIR
     names = CIFAR10_TRAIN if train else CIFAR10_TEST
@@ -108,20 +103,26 @@ def cifar10(root: str | Path, train: bool = True, download: bool = True) -> Tens
             raise DataError(_cifar_missing_message(folder, missing(), reason)) from None
     if missing():
         raise DataError(_cifar_missing_message(folder, missing()))
+    return folder
+
+
+def cifar10(root: str | Path, train: bool = True, download: bool = True) -> Tensor:
+    """CIFAR-10 images as float32 ``(N, 3, 32, 32)`` in ``[-1, 1]`` (50,000 train / 10,000 test).
+
+    Reads the python pickle batches under ``root/cifar-10-batches-py`` directly. If they are
+    missing and ``download`` is true, torchvision downloads them first; any failure (offline,
+    bad archive, torchvision absent) becomes a :class:`DataError`.
+    """
+    folder = cifar10_check(root, train, download)
+    names = CIFAR10_TRAIN if train else CIFAR10_TEST
     return uint8_to_float(np.concatenate([_read_cifar_batch(folder / n) for n in names]))
 
 
 # --------------------------------------------------------------------------- ImageNet-32
 
 
-def imagenet32(root: str | Path, train: bool = True) -> Tensor:
-    """Downsampled ImageNet 32x32 as float32 ``(N, 3, 32, 32)`` in ``[-1, 1]``.
-
-    Expects the official npz batches (``train_data_batch_1..10.npz`` or ``val_data.npz``, key
-    ``data`` uint8 ``(N, 3072)`` in channel-first order) in ``root`` or in
-    ``root/Imagenet32_train_npz`` / ``root/Imagenet32_val_npz``. The full train split is
-    1,281,167 images, about 15.7 GB as float32.
-    """
+def imagenet32_folder(root: str | Path, train: bool = True) -> Path:
+    """The folder holding the ImageNet-32 npz batches (``root`` or its official subfolder)."""
     names = IMAGENET32_TRAIN if train else IMAGENET32_VAL
     root = Path(root)
     sub = root / ("Imagenet32_train_npz" if train else "Imagenet32_val_npz")
@@ -133,6 +134,19 @@ def imagenet32(root: str | Path, train: bool = True) -> Tensor:
             f"(missing in {root}: {', '.join(missing)}). Download 'Downsampled ImageNet 32x32' "
             f"(npz) from {IMAGENET_URL} and unpack the files into {root}."
         )
+    return folder
+
+
+def imagenet32(root: str | Path, train: bool = True) -> Tensor:
+    """Downsampled ImageNet 32x32 as float32 ``(N, 3, 32, 32)`` in ``[-1, 1]``.
+
+    Expects the official npz batches (``train_data_batch_1..10.npz`` or ``val_data.npz``, key
+    ``data`` uint8 ``(N, 3072)`` in channel-first order) in ``root`` or in
+    ``root/Imagenet32_train_npz`` / ``root/Imagenet32_val_npz``. The full train split is
+    1,281,167 images, about 15.7 GB as float32.
+    """
+    names = IMAGENET32_TRAIN if train else IMAGENET32_VAL
+    folder = imagenet32_folder(root, train)
     arrays = []
     for name in names:
         with np.load(folder / name, allow_pickle=False) as z:
@@ -151,13 +165,11 @@ def imagenet32(root: str | Path, train: bool = True) -> Tensor:
 # --------------------------------------------------------------------------- npz folder
 
 
-def npz_images(path: str | Path) -> Tensor:
-    """Images from an ``.npz`` with key ``images`` uint8 ``(N, H, W, C)``, ``C`` in {1, 3}.
+NPZ_EXPECTED = "expected key 'images' with uint8 array (N, H, W, C), N >= 1, C in {1, 3}"
 
-    ``path`` is the file, or a directory holding exactly one ``.npz``. Returns float32
-    ``(N, C, H, W)`` in ``[-1, 1]``.
-    """
-    path = Path(path)
+
+def npz_file(path: Path) -> Path:
+    """``path`` itself, or the one ``.npz`` in the folder ``path``."""
     if path.is_dir():
         found = sorted(path.glob("*.npz"))
         if len(found) != 1:
@@ -165,20 +177,35 @@ def npz_images(path: str | Path) -> Tensor:
         path = found[0]
     if not path.is_file():
         raise DataError(f"{path}: no such .npz file")
-    expected = "expected key 'images' with uint8 array (N, H, W, C), C in {1, 3}"
+    return path
+
+
+def check_image_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``shape`` if it is (N >= 1, H, W, C in {1, 3}), else a DataError naming it."""
+    if len(shape) != 4 or shape[-1] not in (1, 3) or shape[0] < 1:
+        raise DataError(f"{path}: 'images' has shape {tuple(shape)}; {NPZ_EXPECTED}")
+    return tuple(shape)
+
+
+def npz_images(path: str | Path) -> Tensor:
+    """Images from an ``.npz`` with key ``images`` uint8 ``(N, H, W, C)``, ``C`` in {1, 3}.
+
+    ``path`` is the file, or a directory holding exactly one ``.npz``. Returns float32
+    ``(N, C, H, W)`` in ``[-1, 1]``.
+    """
+    path = npz_file(Path(path))
     try:
         with open(path, "rb") as f:  # a plain .npy loads as an array: it has no keys
             z = np.load(f, allow_pickle=False)
             keys = list(getattr(z, "files", []))
             images = z["images"] if "images" in keys else None
     except (OSError, ValueError, EOFError) as err:
-        raise DataError(f"{path}: not a readable .npz ({err}); {expected}") from None
+        raise DataError(f"{path}: not a readable .npz ({err}); {NPZ_EXPECTED}") from None
     if images is None:
-        raise DataError(f"{path}: no key 'images' (keys: {keys}); {expected}")
+        raise DataError(f"{path}: no key 'images' (keys: {keys}); {NPZ_EXPECTED}")
     if images.dtype != np.uint8:
-        raise DataError(f"{path}: 'images' has dtype {images.dtype}; {expected}")
-    if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise DataError(f"{path}: 'images' has shape {images.shape}; {expected}")
+        raise DataError(f"{path}: 'images' has dtype {images.dtype}; {NPZ_EXPECTED}")
+    check_image_shape(path, images.shape)
     return uint8_to_float(images).permute(0, 3, 1, 2).contiguous()
 
 

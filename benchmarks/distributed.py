@@ -1,4 +1,4 @@
-"""Data parallelism for the one training loop, and the "stop requested" event of a requeued task.
+"""Data parallelism for the one training loop.
 
 The model is not wrapped in ``DistributedDataParallel``: methods differentiate the flow map with
 ``torch.func.jvp``, and a forward-mode pass through DDP's forward (or through ``model.module``)
@@ -12,30 +12,21 @@ reseed so their noise and times differ from rank 0's. The loss curve thus matche
 with the same global batch in distribution, not bit for bit (tests/test_ddp.py states the
 tolerance). World size 1 (the default) changes nothing: no process group, no extra work.
 
-``STOP`` is set by the SIGUSR2 handler of a Slurm task (benchmarks/slurm.py); the training loop
-polls it after each step (all ranks agree at log boundaries), saves a checkpoint at that exact
-step and raises ``Preempted``.
+A stop request (``benchmarks.stop``) is agreed by all ranks at log boundaries. ``shutdown`` ends
+the process group (a barrier first, so the ranks leave together after rank 0's evaluation); the
+caller that joined the group runs it in a ``finally``.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
-import threading
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-STOP = threading.Event()
-
-
-class Preempted(RuntimeError):
-    """Training stopped at a checkpointed step because a stop was requested."""
-
-    def __init__(self, step: int) -> None:
-        super().__init__(f"stopped at step {step} on request; the checkpoint is at that step")
-        self.step = step
+from benchmarks.stop import STOP
 
 
 def rank() -> int:
@@ -152,3 +143,12 @@ def set_rng_state(state: dict) -> None:
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave together, then end the process group (no-op without one)."""
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()

@@ -1,36 +1,53 @@
-"""Evaluation: sample at every NFE with a method's own sampler, score, return metrics rows.
+"""Evaluation: sample at every NFE with a method's own sampler, score, keep what was scored.
 
-Every method of a seed starts from the same noise x0. Rows: {method, dataset, seed, nfe, metric,
-value, n_samples, sample_seconds, note}; ``note == "n/a"`` marks an NFE the method cannot do.
+Every method of a seed starts from the same noise x0. An :class:`Evaluation` holds the metrics
+rows ``{method, nfe, metric, value, n_samples, sample_seconds, note}`` (``note == "n/a"``: an NFE
+the method cannot do) and a small part of what was scored, written beside the rows: for 2D sets
+the first ``KEEP_POINTS`` samples per NFE and a few trajectories t -> X_{0,t}(x0); for images the
+first ``KEEP_IMAGES`` samples per NFE and an 8x8 grid PNG. The paper figures draw from these.
+A stop request (``benchmarks.stop``) is honoured between NFEs.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from benchmarks import metrics
+from benchmarks import metrics, stop
+from benchmarks.atomic import atomic_open
 from benchmarks.config import EvalCfg
 from benchmarks.data import to_uint8
-from benchmarks.problems import Problem
+from benchmarks.datasets import Problem
+from benchmarks.rows import ADAPTIVE_SOLVER, NA, SOLVERS, STEP_COST, baseline
 from methods.base import Method
 from unify.flowmap import FlowMap
 from unify.interpolant import Interpolant
 from unify.ode import solve
 
 Sampler = Callable[[Tensor], tuple[Tensor, int]]  # x0 batch -> (samples, counted nfe)
+KEEP_POINTS, KEEP_IMAGES = 1000, 64
+N_PATHS, N_TIMES = 10, 21  # 2D trajectories kept per cell
+SAMPLES = "samples.npz"
+
+
+def metric_names(image: bool, oracle: bool, cfg: EvalCfg) -> tuple[str, ...]:
+    """The metrics a cell of such a dataset reports, in row order."""
+    if image:
+        return (metrics.fid_metric(cfg.fid_weights or None)[0],)
+    return ("w2", "flowmap_err") if oracle else ("w2",)
 
 
 @dataclass
 class Scorer:
-    """Scores samples against the problem; caches the exact map of the evaluation noise."""
+    """Scores samples against the problem; the exact map of the evaluation noise is cached."""
 
     problem: Problem
     interpolant: Interpolant
@@ -38,25 +55,33 @@ class Scorer:
     seed: int
     cache_root: Path
     device: torch.device
-    _exact: Tensor | None = field(default=None, init=False)
 
-    def noise(self) -> Tensor:
+    def noise(self, n: int | None = None) -> Tensor:
         gen = torch.Generator().manual_seed(10_000 + self.seed)
-        return torch.randn(self.cfg.n_samples, *self.problem.shape, generator=gen)
+        return torch.randn(n or self.cfg.n_samples, *self.problem.shape, generator=gen)
 
+    def exact_map(self, x0: Tensor, t: float = 1.0) -> Tensor:
+        """X*_{0,t}(x0) by the oracle's high-accuracy solve (oracle problems only)."""
+        x = x0.double()
+        ones = torch.ones(len(x), dtype=x.dtype)
+        return self.problem.oracle.flow_map(x, 0 * ones, t * ones, self.interpolant).float()
+
+    @functools.cached_property
     def exact_samples(self) -> Tensor:
-        """X*_{0,1}(x0) by the oracle's high-accuracy solve (oracle problems only)."""
-        if self._exact is None:
-            x0 = self.noise().double()
-            ones = torch.ones(len(x0), dtype=x0.dtype)
-            self._exact = self.problem.oracle.flow_map(x0, 0 * ones, ones, self.interpolant).float()
-        return self._exact
+        return self.exact_map(self.noise())
+
+    @functools.cached_property
+    def fid_metric(self) -> tuple[str, str]:
+        """(name, feature network) of the image metric: "fid" only for the published weights."""
+        return metrics.fid_metric(self.cfg.fid_weights or None)
+
+    def metric_names(self) -> tuple[str, ...]:
+        return metric_names(self.problem.is_image, self.problem.oracle is not None, self.cfg)
 
     def score(self, samples: Tensor) -> dict[str, float]:
         samples = samples.float().cpu()
         if not bool(torch.isfinite(samples).all()):
-            names = ("fid",) if self.problem.is_image else ("w2", "flowmap_err")
-            return {k: math.inf for k in names}
+            return dict.fromkeys(self.metric_names(), math.inf)
         if self.problem.is_image:
             cached = metrics.fid_cache_path(self.cache_root, self.fid_cache_name).is_file()
             value = metrics.fid(
@@ -67,20 +92,63 @@ class Scorer:
                 weights_path=self.cfg.fid_weights or None,
                 device=str(self.device),
             )
-            return {"fid": value}
+            return {self.fid_metric[0]: value}
         out = {"w2": metrics.w2(samples, self.problem.test)}
         if self.problem.oracle is not None:
-            out["flowmap_err"] = metrics.flowmap_err(samples, self.exact_samples())
+            out["flowmap_err"] = metrics.flowmap_err(samples, self.exact_samples)
         return out
 
     @property
     def fid_cache_name(self) -> str:
-        """Reference statistics depend on the data set, its size and the Inception weights."""
-        w = self.cfg.fid_weights
-        tag = (
-            hashlib.sha1(Path(w).resolve().as_posix().encode()).hexdigest()[:8] if w else "default"
-        )
+        """Reference statistics depend on the data set, its size and the feature network."""
+        tag = self.fid_metric[1].rsplit("(", 1)[-1].rstrip(")")
         return f"{self.problem.name}-train{len(self.problem.train)}-{tag}"
+
+
+@dataclass
+class Evaluation:
+    """Rows of one cell and the samples kept of them."""
+
+    rows: list[dict] = field(default_factory=list)
+    kept: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def add(self, name: str, nfe: int, scores: dict, n: int, secs: float, note: str = "") -> None:
+        for k, v in scores.items():
+            row = dict(method=name, nfe=nfe, metric=k, value=v, n_samples=n)
+            self.rows.append(row | dict(sample_seconds=secs, note=note))
+
+    def keep(self, key: str, x: Tensor) -> None:
+        """Keep the first samples of ``x``: float16 points, or uint8 images (never image noise)."""
+        if key == "x0" and x.ndim == 4:
+            return
+        if x.ndim == 4:
+            self.kept[key] = to_uint8(x[:KEEP_IMAGES]).numpy()
+        else:
+            self.kept[key] = x[:KEEP_POINTS].to(torch.float16).numpy()
+
+    def save(self, folder: Path) -> None:
+        """``samples.npz`` and, for images, ``grid_<key>.png`` (8x8) per kept array."""
+        with atomic_open(folder / SAMPLES, "wb") as f:
+            np.savez_compressed(f, **self.kept)
+        for key, x in self.kept.items():
+            if x.ndim == 4:
+                save_grid(x, folder / f"grid_{key}.png")
+
+
+def save_grid(images: np.ndarray, path: Path, cols: int = 8) -> None:
+    """uint8 (N, C, H, W) -> one PNG mosaic of ``cols`` columns (1px gaps)."""
+    from PIL import Image
+
+    n, c, h, w = images.shape
+    rows = math.ceil(n / cols)
+    canvas = np.full((rows * (h + 1) + 1, cols * (w + 1) + 1, c), 255, np.uint8)
+    for i, img in enumerate(images):
+        r, k = divmod(i, cols)
+        canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + k * (w + 1) : 1 + k * (w + 1) + w] = (
+            img.transpose(1, 2, 0)
+        )
+    with atomic_open(path, "wb") as f:
+        Image.fromarray(canvas.squeeze(-1) if c == 1 else canvas).save(f, format="png")
 
 
 def sample_batch_for(device: torch.device, shape: tuple[int, ...], requested: int = 0) -> int:
@@ -106,6 +174,8 @@ def run_sampler(
     sampler: Sampler, x0: Tensor, batch: int, device: torch.device
 ) -> tuple[Tensor, float, int]:
     """Sample in batches under inference mode; returns (samples on CPU, seconds, max counted nfe)."""
+    if stop.STOP.is_set():
+        raise stop.Stopped(-1)
     outs, nfe = [], 0
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -121,77 +191,99 @@ def run_sampler(
     return torch.cat(outs).float().cpu(), seconds, nfe
 
 
-def _rows(name: str, nfe: int, scores: dict[str, float], n: int, seconds: float, note: str = ""):
-    return [
-        {
-            "method": name,
-            "nfe": nfe,
-            "metric": k,
-            "value": v,
-            "n_samples": n,
-            "sample_seconds": seconds,
-            "note": note,
-        }
-        for k, v in scores.items()
-    ]
+def _batch(scorer: Scorer) -> int:
+    return sample_batch_for(scorer.device, scorer.problem.shape, scorer.cfg.sample_batch)
 
 
-def evaluate_method(
-    method: Method, fm: FlowMap, scorer: Scorer, nfes: tuple[int, ...]
-) -> list[dict]:
+def _keep_paths(ev: Evaluation, scorer: Scorer, path_of: Callable[[Tensor, float], Tensor]) -> None:
+    """2D: the first ``N_PATHS`` trajectories t -> X_{0,t}(x0) at ``N_TIMES`` times."""
+    if scorer.problem.is_image:
+        return
+    x0, times = scorer.noise()[:N_PATHS], torch.linspace(0, 1, N_TIMES)
+    with torch.inference_mode():
+        paths = [path_of(x0.to(scorer.device), float(t)).float().cpu() for t in times]
+    ev.keep("paths", torch.stack(paths).flatten(0, 1))
+    ev.kept["path_times"] = times.numpy()
+
+
+def _own_samples(method: Method, fm: FlowMap, scorer: Scorer, x0: Tensor, nfe: int):
+    """The method's sampler at ``nfe`` from ``x0``: (samples, seconds)."""
+    gen = torch.Generator(device=scorer.device).manual_seed(20_000 + scorer.seed)
+
+    def sampler(x: Tensor) -> tuple[Tensor, int]:
+        return method.sample(fm, x, nfe, generator=gen), nfe
+
+    samples, secs, _ = run_sampler(sampler, x0, _batch(scorer), scorer.device)
+    return samples, secs
+
+
+def _keep_map_paths(ev: Evaluation, fm: FlowMap, scorer: Scorer) -> None:
+    def path(x: Tensor, t: float) -> Tensor:
+        zero = torch.zeros(len(x), device=x.device)
+        return fm(x, zero, zero + t)
+
+    _keep_paths(ev, scorer, path)
+
+
+def evaluate_method(method: Method, fm: FlowMap, scorer: Scorer) -> Evaluation:
     """The method's own sampler at each NFE (n/a rows where it cannot)."""
-    x0, rows = scorer.noise(), []
-    metric_names = (
-        ("fid",)
-        if scorer.problem.is_image
-        else (("w2", "flowmap_err") if scorer.problem.oracle is not None else ("w2",))
-    )
-    for nfe in nfes:
+    x0, ev = scorer.noise(), Evaluation()
+    ev.keep("x0", x0)
+    for nfe in scorer.cfg.nfe:
         if not method.supports(nfe):
-            rows += _rows(
-                method.name, nfe, dict.fromkeys(metric_names, math.nan), len(x0), math.nan, "n/a"
-            )
+            nan = dict.fromkeys(scorer.metric_names(), math.nan)
+            ev.add(method.name, nfe, nan, len(x0), math.nan, NA)
             continue
-        gen = torch.Generator(device=scorer.device).manual_seed(20_000 + scorer.seed)
-
-        def sampler(x: Tensor, nfe: int = nfe, gen=gen) -> tuple[Tensor, int]:
-            return method.sample(fm, x, nfe, generator=gen), nfe
-
-        batch = sample_batch_for(scorer.device, scorer.problem.shape, scorer.cfg.sample_batch)
-        samples, secs, _ = run_sampler(sampler, x0, batch, scorer.device)
-        rows += _rows(method.name, nfe, scorer.score(samples), len(x0), secs)
-    return rows
+        samples, secs = _own_samples(method, fm, scorer, x0, nfe)
+        ev.add(method.name, nfe, scorer.score(samples), len(x0), secs)
+        ev.keep(f"nfe{nfe}", samples)
+    _keep_map_paths(ev, fm, scorer)
+    return ev
 
 
-def evaluate_teacher(fm: FlowMap, scorer: Scorer, nfes: tuple[int, ...]) -> list[dict]:
-    """Baselines on the fm velocity: Euler and Heun at the sweep's NFEs, adaptive dopri5 once."""
-    x0, rows, cfg = scorer.noise(), [], scorer.cfg
-    batch = sample_batch_for(scorer.device, scorer.problem.shape, cfg.sample_batch)
-    for solver in ("euler", "heun"):
-        per_step = 1 if solver == "euler" else 2
-        for nfe in nfes:
-            if nfe % per_step:
-                continue
+def evaluate_solvers(velocity, name: str, scorer: Scorer) -> Evaluation:
+    """Baselines on a velocity: fixed-step solvers at the sweep's NFEs, the adaptive one once."""
+    x0, ev, cfg = scorer.noise(), Evaluation(), scorer.cfg
+    for solver in SOLVERS:
+        for nfe in (n for n in cfg.nfe if n % STEP_COST[solver] == 0):
 
-            def sampler(x: Tensor, steps: int = nfe // per_step, solver: str = solver):
-                return solve(fm.velocity, x, 0.0, 1.0, solver, steps=steps)
+            def fixed(x: Tensor, steps: int = nfe // STEP_COST[solver], solver: str = solver):
+                return solve(velocity, x, 0.0, 1.0, solver, steps=steps)
 
-            samples, secs, counted = run_sampler(sampler, x0, batch, scorer.device)
-            rows += _rows(f"fm-{solver}", counted, scorer.score(samples), len(x0), secs)
+            samples, secs, counted = run_sampler(fixed, x0, _batch(scorer), scorer.device)
+            ev.add(baseline(name, solver), counted, scorer.score(samples), len(x0), secs)
 
-    def dopri(x: Tensor) -> tuple[Tensor, int]:
-        return solve(fm.velocity, x, 0.0, 1.0, "dopri5", rtol=cfg.dopri_rtol, atol=cfg.dopri_atol)
+    def adaptive(x: Tensor) -> tuple[Tensor, int]:
+        tol = dict(rtol=cfg.dopri_rtol, atol=cfg.dopri_atol)
+        return solve(velocity, x, 0.0, 1.0, ADAPTIVE_SOLVER, **tol)
 
-    samples, secs, counted = run_sampler(dopri, x0, batch, scorer.device)
-    rows += _rows("fm-dopri5", counted, scorer.score(samples), len(x0), secs)
-    return rows
+    samples, secs, counted = run_sampler(adaptive, x0, _batch(scorer), scorer.device)
+    ev.add(baseline(name, ADAPTIVE_SOLVER), counted, scorer.score(samples), len(x0), secs)
+    return ev
 
 
-def evaluate_exact(scorer: Scorer, nfes: tuple[int, ...]) -> list[dict]:
+def evaluate_teacher(method: Method, fm: FlowMap, scorer: Scorer) -> Evaluation:
+    """The fm cell: its velocity's solver baselines; its own sampler's samples are kept."""
+    ev = evaluate_solvers(fm.velocity, "fm", scorer)
+    x0 = scorer.noise()
+    ev.keep("x0", x0)
+    n = KEEP_IMAGES if scorer.problem.is_image else KEEP_POINTS
+    for nfe in (k for k in scorer.cfg.nfe if method.supports(k)):
+        ev.keep(f"nfe{nfe}", _own_samples(method, fm, scorer, x0[:n], nfe)[0])
+    _keep_map_paths(ev, fm, scorer)
+    return ev
+
+
+def evaluate_exact(scorer: Scorer, name: str) -> Evaluation:
     """The floor: the same noise through the exact flow map, repeated at every NFE column."""
-    scorer._exact = None  # time the solve itself, not a cached copy
+    ev, x0 = Evaluation(), scorer.noise()
     t0 = time.perf_counter()
-    samples = scorer.exact_samples()
+    samples = scorer.exact_map(x0)  # timed: the solve itself, not the cached copy
     secs = time.perf_counter() - t0
     scores = scorer.score(samples)
-    return [r for nfe in nfes for r in _rows("exact", nfe, scores, len(samples), secs)]
+    for nfe in scorer.cfg.nfe:
+        ev.add(name, nfe, scores, len(samples), secs)
+    ev.keep("x0", x0)
+    ev.keep("nfe1", samples)
+    _keep_paths(ev, scorer, lambda x, t: scorer.exact_map(x.cpu(), t) if t > 0 else x)
+    return ev

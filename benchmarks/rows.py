@@ -1,54 +1,81 @@
-"""Metrics rows on disk: atomic writes, a lock for concurrent jobs, merge by key."""
+"""Metrics rows: their vocabulary (baseline names, notes) and their files (lock, merge by key).
+
+A row: ``method, dataset, seed, nfe, metric, value, n_samples, sample_seconds, note, weights,
+teacher, init, train_*, teacher_*, budget, run, git_sha``. Every metric is lower-is-better.
+``note`` is empty for a number, ``n/a`` where a method cannot sample at that NFE, and
+``diverged (step N)`` or ``failed (reason)`` for every row of a cell that did not finish.
+
+Baselines are named ``<velocity>-<solver>``: the velocity is ``fm`` (the trained teacher) or
+``exact`` (an oracle's closed form), the solver a fixed-step one at the sweep's NFEs or the
+adaptive one at its counted NFE. ``exact`` alone is the floor: the exact flow map of the
+evaluation noise, scored like a method.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO
 
 import pandas as pd
 
-ADAPTIVE = "fm-dopri5"
+from benchmarks.atomic import atomic_open
+
+FLOOR = "exact"
+VELOCITIES = ("fm", "exact")  # trained teacher, oracle velocity
+SOLVERS = ("euler", "heun")  # fixed-step baselines: (solver, network calls per step)
+STEP_COST = {"euler": 1, "heun": 2}
+ADAPTIVE_SOLVER = "dopri5"
+NA = "n/a"
 KEY = ("method", "dataset", "seed", "nfe", "metric")
 
 
-@contextlib.contextmanager
-def _atomic(path: Path, mode: str = "w") -> Iterator[IO]:
-    """Open a temp file next to ``path``; on success fsync and ``os.replace`` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+def baseline(velocity: str, solver: str) -> str:
+    """The row name of a velocity solved by an ODE solver, e.g. ``fm-heun``, ``exact-dopri5``."""
+    return f"{velocity}-{solver}"
 
 
-def _write_text(path: Path, text: str) -> Path:
-    with _atomic(path) as f:
-        f.write(text)
-    return path
+BASELINES = tuple(baseline(v, s) for v in VELOCITIES for s in (*SOLVERS, ADAPTIVE_SOLVER))
 
 
-def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> Path:
+def is_baseline(method: str) -> bool:
+    """A solver baseline or the exact floor: not a learned method."""
+    return method in BASELINES or method == FLOOR
+
+
+def is_adaptive(method: str) -> bool:
+    """A baseline whose ``nfe`` is the count of an adaptive solve (one column, "adaptive")."""
+    return method in BASELINES and method.endswith(f"-{ADAPTIVE_SOLVER}")
+
+
+def velocity_of(method: str) -> str:
+    """``fm`` or ``exact`` for a solver baseline (ValueError otherwise)."""
+    if method not in BASELINES:
+        raise ValueError(f"{method!r} is not a solver baseline; baselines: {', '.join(BASELINES)}")
+    return method.rsplit("-", 1)[0]
+
+
+def failure_note(kind: str, step: int | None, reason: str) -> str:
+    """The note of every row of a cell that did not finish."""
+    if kind == "diverged":
+        return f"diverged (step {step})"
+    return f"failed ({reason})"
+
+
+def is_failure(note: str) -> bool:
+    return str(note).startswith(("diverged", "failed"))
+
+
+def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
     """``df.to_csv(path, index=False)``, atomically."""
-    with _atomic(Path(path)) as f:
+    with atomic_open(path) as f:
         df.to_csv(f, index=False)
     return Path(path)
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     """Exclusive advisory lock (a hidden sidecar file) so concurrent jobs do not lose rows."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(f".{path.name}.lock"), "a") as lock:
@@ -60,26 +87,36 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def read_rows(path: str | Path) -> pd.DataFrame:
-    """Read a metrics csv keeping ``note == "n/a"`` (plain ``pd.read_csv`` turns it into NaN)."""
-    return pd.read_csv(path, keep_default_na=False, na_values=["", "nan", "NaN"])
+    """A metrics csv with ``note`` kept as text (plain ``pd.read_csv`` turns "n/a" into NaN)."""
+    df = pd.read_csv(path, keep_default_na=False, na_values=["", "nan", "NaN"])
+    if "note" in df:
+        df["note"] = df["note"].astype(object).where(df["note"].notna(), "").astype(str)
+    return df
+
+
+def _dedup_key(rows: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """The key columns, with an adaptive baseline's counted NFE (which may change) left out."""
+    k = rows[key].copy()
+    if "nfe" in key and "method" in rows:
+        k.loc[rows["method"].map(is_adaptive).astype(bool), "nfe"] = -1
+    return k
 
 
 def update_rows(path: Path, new_rows: pd.DataFrame, key: Sequence[str] = KEY) -> pd.DataFrame:
     """Merge ``new_rows`` into the csv at ``path`` by ``key`` (new wins), sort, write atomically.
 
-    fm-dopri5's ``nfe`` is its counted NFE, which may change between runs, so it is not part of
-    that method's key. Returns the merged rows.
+    Old failure rows of a cell (``run``) that has new rows are dropped, so a cell that failed
+    before and finished now leaves no failure note behind. Returns the merged rows.
     """
     path, key = Path(path), list(key)
-    with _locked(path):
-        both = new_rows.copy()
-        if path.exists():
-            both = pd.concat([read_rows(path), new_rows], ignore_index=True)
-        k = both[key].copy()
-        if "nfe" in key and "method" in both:
-            k.loc[both["method"] == ADAPTIVE, "nfe"] = -1
-        merged = both[~k.duplicated(keep="last")]
+    with locked(path):
+        old = read_rows(path) if path.exists() else new_rows.iloc[:0]
+        if len(old) and "run" in old and "run" in new_rows and "note" in old:
+            stale = old["run"].isin(set(new_rows["run"])) & old["note"].map(is_failure)
+            old = old[~stale]
+        both = pd.concat([old, new_rows], ignore_index=True)
+        merged = both[~_dedup_key(both, key).duplicated(keep="last")]
         order = [c for c in ("dataset", "metric", "method", "nfe", "seed") if c in merged]
         merged = merged.sort_values(order, kind="stable").reset_index(drop=True)
-        write_csv_atomic(merged, path)
+        write_csv(merged, path)
     return merged

@@ -1,69 +1,62 @@
 """The main job: train every method under one protocol, sweep NFE, write tables and plots.
 
-    python -m benchmarks.run --methods all --dataset gmm --budget small
+    python -m benchmarks.run --methods all --dataset gmm --budget small [--jobs 2]
 
 Bad input exits with status 2 and one line naming the bad value, before anything is written.
-Rerunning skips finished cells and resumes unfinished ones from their checkpoints.
+A cell that fails is reported as failed (``diverged (step N)`` in the tables) and the others go
+on; the run then exits 1 with one line per failed cell. Ctrl-C or SIGTERM saves every running
+cell at its current step and exits 130 or 143; rerunning the same command resumes it, skips
+finished cells and retries failed ones.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 
-from benchmarks import slurm
-from benchmarks.cells import (
-    EXACT,
-    TEACHER,
-    Cell,
-    cell_dir,
-    check_cell,
-    load_teacher_checkpoint,
-    make_teacher,
-    run_cell,
-)
-from benchmarks.collect import collect
-from benchmarks.config import BUDGETS, ConfigError, RunConfig, datasets, load_config
+from benchmarks import cells, datasets, factory, stop
+from benchmarks.cluster import launcher
+from benchmarks.collect import report_folder
+from benchmarks.config import BUDGETS, ConfigError, RunConfig, load_config
+from benchmarks.config import datasets as dataset_names
 from benchmarks.data import DataError
-from benchmarks.problems import load_problem
-from benchmarks.report import update_rows, write_reports
-from methods import METHODS, build_config
+from benchmarks.local import CellSpec, run_local
+from benchmarks.rows import FLOOR, failure_note
+from methods import METHODS
 
 
 class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, status 2
+    """argparse that reports a bad argument on one line with status 2."""
+
+    def error(self, message: str) -> None:
         self.exit(2, f"error: {message}\n")
 
 
 def parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", required=True, help=f"all or a comma list of: {', '.join(METHODS)}")
-    p.add_argument("--dataset", default="gmm", help=f"one of: {', '.join(datasets())}")
+    p.add_argument("--dataset", default="gmm", help=f"one of: {', '.join(dataset_names())}")
     p.add_argument("--budget", default="small", help=f"one of: {', '.join(BUDGETS)}")
     p.add_argument("--nfe", help="comma list of NFEs, e.g. 1,2,4,8,16")
     p.add_argument("--seeds", default="0", help="comma list of integer seeds")
     p.add_argument("--out", default="results")
     p.add_argument("--data-root", help="folder (or .npz) holding the dataset")
-    p.add_argument("--teacher", help="auto | exact | PATH to an fm checkpoint (default: preset)")
+    p.add_argument("--teacher", help="auto | exact | PATH to an fm checkpoint (default: dataset's)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--fid-weights", help="Inception weights file for offline FID")
-    p.add_argument(
-        "--launcher",
-        default="local",
-        choices=("local", "slurm", "debug"),
-        help="local: this process; slurm: one job array (benchmarks.slurm); debug: submitit in-process",
-    )
+    p.add_argument("--launcher", default="local", choices=("local", "slurm", "debug"),
+                   help="local: this machine; slurm: job arrays (benchmarks.cluster)")  # fmt: skip
+    p.add_argument("--jobs", type=int, default=1, help="local: cells at once (one GPU each)")
     p.add_argument("--force", action="store_true", help="redo finished cells")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show a failed cell's traceback, stop")
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     p.add_argument("overrides", nargs="*", help="dotted key=value, e.g. train.lr=1e-4")
-    slurm.add_slurm_args(p)
+    launcher.add_slurm_args(p)
     return p
 
 
@@ -88,19 +81,24 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def build(args: argparse.Namespace) -> tuple[RunConfig, list[str], list[int]]:
+    """The run config, methods and seeds, every one checked (ConfigError names the bad value)."""
     cli: dict = {"eval": {}}
     if args.nfe is not None:
         cli["eval"]["nfe"] = args.nfe
+    for flag, key in (("fid_weights", "--fid-weights"), ("data_root", "--data-root")):
+        value = getattr(args, flag)
+        if value is not None and not Path(value).exists():
+            raise ConfigError(f"{key} {value!r} does not exist")
     if args.fid_weights:
-        if not Path(args.fid_weights).is_file():
-            raise ConfigError(f"--fid-weights {args.fid_weights!r} is not a file")
         cli["eval"]["fid_weights"] = args.fid_weights
     if args.data_root is not None:
-        if not Path(args.data_root).exists():
-            raise ConfigError(f"--data-root {args.data_root!r} does not exist")
         cli["data_root"] = args.data_root
     if args.teacher is not None:
         cli["teacher"] = args.teacher
+    if args.jobs < 1:
+        raise ConfigError(f"bad --jobs {args.jobs}: must be >= 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available here; use cpu or auto")
     cfg = load_config(args.dataset, args.budget, cli, args.overrides)
     names = parse_methods(args.methods)
     for name in cfg.method:
@@ -108,100 +106,105 @@ def build(args: argparse.Namespace) -> tuple[RunConfig, list[str], list[int]]:
             raise ConfigError(
                 f"unknown method {name!r} in overrides; allowed: {', '.join(METHODS)}"
             )
-        try:
-            build_config(METHODS[name], cfg.method[name])
-        except (TypeError, ValueError) as e:
-            raise ConfigError(str(e)) from None
-    if cfg.teacher not in ("auto", "exact") and not Path(cfg.teacher).is_file():
-        raise ConfigError(
-            f"--teacher {cfg.teacher!r}: expected auto, exact or an existing checkpoint file"
-        )
+        factory.method_options(cfg, name)
+    check_teacher(cfg, names)
     return cfg, names, parse_seeds(args.seeds)
 
 
-def plan(cfg: RunConfig, names: list[str], seeds: list[int], oracle: bool) -> list[Cell]:
+def check_teacher(cfg: RunConfig, names: list[str]) -> None:
+    """The teacher option names something usable by this dataset (a file is loaded to check)."""
+    spec = datasets.get(cfg.dataset)
+    if cfg.teacher == "exact":
+        if not spec.has_oracle and any(METHODS[m].needs_teacher for m in names):
+            raise ConfigError(
+                f"--teacher exact needs an oracle; {cfg.dataset!r} has none (use auto)"
+            )
+    elif cfg.teacher != "auto":
+        if not Path(cfg.teacher).is_file():
+            raise ConfigError(
+                f"--teacher {cfg.teacher!r}: expected auto, exact or a checkpoint file"
+            )
+        factory.load_weights(Path(cfg.teacher), cfg, spec.shape(cfg), torch.device("cpu"))
+
+
+def plan(cfg: RunConfig, names: list[str], seeds: list[int]) -> list[cells.Cell]:
     """Cells in run order: the fm teacher first when auto-distillation needs it, the exact floor."""
     needs = any(METHODS[m].needs_teacher for m in names)
-    if needs and cfg.teacher == "exact" and not oracle:
-        raise ConfigError(
-            f"--teacher exact needs an oracle dataset; {cfg.dataset!r} has none (use auto)"
-        )
-    order = [TEACHER] if (TEACHER in names or (needs and cfg.teacher == "auto")) else []
-    order += [m for m in names if m != TEACHER] + ([EXACT] if oracle else [])
-    return [Cell(m, s) for s in seeds for m in order]
+    teach = cells.TEACHER in names or (needs and cfg.teacher == "auto")
+    order = ([cells.TEACHER] if teach else []) + [m for m in names if m != cells.TEACHER]
+    order += [FLOOR] if datasets.get(cfg.dataset).has_oracle else []
+    return [cells.Cell(m, s) for s in seeds for m in order]
+
+
+def to_run(out: Path, cfg: RunConfig, plan_: list[cells.Cell], force: bool) -> dict:
+    """{cell: status} of the cells that run: new, resumed, failed (retried), or a finished fm
+    teacher whose checkpoint is gone while a distillation cell of its seed still needs it."""
+    status = {c: cells.status(out, cfg, c, force) for c in plan_}
+    todo = {c: s for c, s in status.items() if s != "done"}
+    for c in plan_:
+        needs = METHODS.get(c.method) is not None and METHODS[c.method].needs_teacher
+        teacher = cells.Cell(cells.TEACHER, c.seed)
+        gone = not (cells.cell_dir(out, cfg, teacher) / "ckpt.pt").exists()
+        if c in todo and needs and cfg.teacher == "auto" and status.get(teacher) == "done" and gone:
+            todo[teacher] = "retrain"
+    return todo
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    out = Path(args.out)
     try:
         cfg, names, seeds = build(args)
-        problems = {s: load_problem(cfg, s) for s in seeds[:1]}
-        oracle = problems[seeds[0]].oracle is not None
-        cells = plan(cfg, names, seeds, oracle)
-        out = Path(args.out)
-        status = {c: check_cell(out, cfg, c, args.force) for c in cells}
+        cells_ = plan(cfg, names, seeds)
+        todo = to_run(out, cfg, cells_, args.force)
+        if not args.dry_run:
+            datasets.get(cfg.dataset).check(cfg)
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    device = torch.device(
-        "cuda"
-        if args.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if args.device == "auto" else args.device)
-    )
+    device = launcher.device_label(args.device)
     if args.dry_run or not args.quiet:
-        print(
-            f"{len(cells)} cells on {cfg.dataset} ({cfg.budget}: {cfg.train.steps} steps x batch "
-            f"{cfg.train.batch}, net {cfg.net.kind}, NFE {list(cfg.eval.nfe)}, teacher {cfg.teacher}) "
-            f"on {device} -> {out / cfg.dataset}"
-        )
-        for c in cells:
-            print(f"  {c.key:<16} {status[c]:<7} {cell_dir(out, cfg, c)}")
+        print(f"{len(cells_)} cells on {cfg.dataset} ({cfg.budget}: {cfg.train.steps} steps x batch "
+              f"{cfg.train.batch}, net {cfg.net.kind}, NFE {list(cfg.eval.nfe)}, teacher "
+              f"{cfg.teacher}) on {device} -> {out / cfg.dataset}")  # fmt: skip
+        for c in cells_:
+            print(f"  {c.key:<16} {todo.get(c, 'done'):<7} {cells.cell_dir(out, cfg, c)}")
+    specs = [CellSpec(str(out), cfg, c, args.device) for c in cells_ if c in todo]
     if args.launcher != "local":
-        return _launch(args, cfg, [c for c in cells if args.force or status[c] != "done"], out)
+        return launcher.submit(args, specs, out / cfg.dataset)
     if args.dry_run:
         return 0
-    frames, t0 = [], time.perf_counter()
-    for seed in seeds:
-        problem = problems.get(seed) or load_problem(cfg, seed)
-        teacher_fm, cost = None, (0, 0.0)
-        if cfg.teacher not in ("auto", "exact"):
-            teacher_fm = load_teacher_checkpoint(Path(cfg.teacher), cfg, problem.shape, device)
-        teacher = make_teacher(cfg, problem, teacher_fm)
-        for cell in (c for c in cells if c.seed == seed):
-            need = cell.method == TEACHER and cfg.teacher == "auto" and len(cells) > 1
-            rows, model = run_cell(
-                out, cfg, cell, problem, teacher, cost, device, args.quiet, args.force, need
-            )
-            if cell.method == TEACHER and cfg.teacher == "auto":
-                teacher = make_teacher(cfg, problem, model)
-                cost = (int(rows["train_steps"].iloc[0]), float(rows["train_seconds"].iloc[0]))
-            frames.append(rows)
-    rows = update_rows(out / cfg.dataset / "metrics.csv", pd.concat(frames, ignore_index=True))
-    written = write_reports(rows, out / cfg.dataset)
-    if not args.quiet:
-        print(
-            f"done in {time.perf_counter() - t0:.1f} s; wrote {len(written)} files under {out / cfg.dataset}"
-        )
-    return 0
-
-
-def _launch(args: argparse.Namespace, cfg: RunConfig, cells: list[Cell], out: Path) -> int:
-    """Cells as one job array (two with an auto teacher), submitted through submitit."""
-    try:
-        res = slurm.resources(args)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    specs = [slurm.CellSpec(str(out), cfg, c, args.device) for c in cells]
-    if args.force and not args.dry_run:
+    if args.force:
         for s in specs:
-            shutil.rmtree(s.dir, ignore_errors=True)
-    specs = specs if args.dry_run else slurm.to_submit(specs)
-    if specs:
-        slurm.launch(specs, args.launcher, res, out / ".submitit" / "%j", args.wait, args.dry_run)
-    if not args.dry_run and (args.wait or args.launcher == "debug"):
-        collect(out / cfg.dataset)
-    return 0
+            cells.reset(s.dir)
+    t0 = time.perf_counter()
+    ran = run_local(specs, jobs=args.jobs, quiet=args.quiet, debug=args.debug)
+    if stop.received() is not None:
+        print(interrupted_line(ran), file=sys.stderr)
+        return stop.exit_code()
+    written = report_folder(out / cfg.dataset, [cells.cell_dir(out, cfg, c) for c in cells_])
+    failed = [(s, st) for s, st in ran if st.get("state") == "failed"]
+    for s, st in failed:
+        note = failure_note(st.get("kind", "error"), st.get("step"), st.get("reason", ""))
+        print(f"{s.cell.key}: {note}: {st.get('reason', '')} (log: {s.dir / cells.ERROR_LOG})",
+              file=sys.stderr)  # fmt: skip
+    if not args.quiet:
+        print(f"done in {time.perf_counter() - t0:.1f} s; wrote {len(written)} files under "
+              f"{out / cfg.dataset}")  # fmt: skip
+    return 1 if failed else 0
+
+
+def interrupted_line(ran: list[tuple[CellSpec, dict]]) -> str:
+    """One line: where each stopped cell is, and how to go on."""
+    parts = []
+    for spec, st in ran:
+        if st.get("state") != "stopped":
+            continue
+        step, total = st.get("step", 0), st.get("total", spec.cfg.train.steps)
+        where = "in evaluation" if step >= total else f"at step {step} of {total}"
+        parts.append(f"{spec.cell.key} {where}")
+    what = ", ".join(parts) or "before any cell started"
+    return f"interrupted: {what}; rerun the same command to resume"
 
 
 if __name__ == "__main__":

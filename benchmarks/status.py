@@ -1,20 +1,26 @@
-"""One line per cell under a folder: pending, running, done, failed (with its error), requeued n.
+"""One line per cell under a folder: done, failed (with its reason), stopped, running, pending.
 
     python -m benchmarks.status DIR
 
-A cell's state comes from its files (``metrics.csv`` = done; ``state.json`` written by the task;
-``submit.json`` written at submission) and, for Slurm jobs, from sacct/squeue through submitit,
-which catches tasks that died without a word (cancelled, out of time or memory, node failure).
+Works on local runs and Slurm sweeps alike. A cell's state comes from its files (``metrics.csv``
+= done; ``state.json`` written by the cell; ``submit.json`` written at submission) and, for
+Slurm jobs, from sacct/squeue through submitit, which catches tasks that died without a word
+(cancelled, out of time or memory, node failure).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import sys
 from pathlib import Path
 
-from benchmarks.slurm import ACTIVE, STATE, SUBMIT, job_state, read_json
+from benchmarks.atomic import read_json
+from benchmarks.cells import STATE
+from benchmarks.cluster.launcher import ACTIVE, SUBMIT, job_state
+from benchmarks.rows import failure_note
 
 DEAD = ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
 
@@ -42,6 +48,19 @@ def _log_tail(sub: dict, n: int = 4) -> list[str]:
     return [ln for ln in lines if ln.strip()][-n:]
 
 
+def _alive(st: dict) -> bool:
+    """Whether the local process that wrote a "running" state is still there (same host only)."""
+    if st.get("host") not in (None, socket.gethostname()) or "pid" not in st:
+        return True  # another machine's process: take its word
+    try:
+        os.kill(int(st["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def cell_status(d: Path) -> tuple[str, str, list[str]]:
     """(state, detail, error lines) of the cell folder ``d``."""
     st, sub = read_json(d / STATE), read_json(d / SUBMIT)
@@ -54,12 +73,15 @@ def cell_status(d: Path) -> tuple[str, str, list[str]]:
         return "done", detail, []
     slurm_state = job_state(sub)
     if st.get("state") == "failed" or slurm_state in DEAD:
-        why = [st["error"]] if st.get("error") else []
+        why = [f"{st['error']}: {st.get('reason', '')}"] if st.get("error") else []
+        if st.get("kind") == "diverged":
+            why = [failure_note("diverged", st.get("step"), "")] + why
         if slurm_state in DEAD:
             why.insert(0, f"slurm: {slurm_state}")
         return "failed", detail, why + _log_tail(sub)
     if slurm_state == "RUNNING" or (slurm_state == "UNKNOWN" and st.get("state") == "running"):
-        return "running", f"{detail}, {_last_step(d)}", []
+        if job or _alive(st):
+            return "running", f"{detail}, {_last_step(d)}", []
     if slurm_state in ACTIVE:
         return "pending", detail, []
     if (d / "ckpt.pt").exists():

@@ -1,37 +1,47 @@
 """THE training loop. It knows no method: loss -> backward -> clip -> step -> EMA -> after_step.
 
-Checkpoints (model, EMA, optimiser, scheduler, method state, data sampler, RNG) are written every
-``ckpt_every`` steps atomically (temporary file + ``os.replace``), so a killed run resumes from the
-last one and continues bit-for-bit as if uninterrupted. Losses stay on the device and are read
-every ``log_every`` steps (no host sync per step); a non-finite one stops the run with an error
-naming method, step and value, before any checkpoint could store the damage.
+Checkpoints (model, EMA, optimiser, scheduler, method state, data sampler, RNG, the current loss
+window) are written atomically every ``ckpt_every`` steps and when a stop is requested, so a
+killed run resumes from the last one and a stopped run from the exact step, continuing bit for
+bit as if uninterrupted. Losses stay on the device and are read every ``log_every`` steps (no
+host sync per step); a non-finite one stops the run with :class:`NonFiniteLoss`, naming method,
+step and value, before any checkpoint could store the damage.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from benchmarks import distributed
+from benchmarks.atomic import atomic_open, clean_partial, save_torch
 from benchmarks.config import TrainCfg
 from benchmarks.data import BatchSampler
-from methods.base import Method, ema_update
+from benchmarks.factory import Parts
+from benchmarks.stop import Stopped
+from methods.base import ema_update
 
 CKPT = "ckpt.pt"
 LOG = "log.jsonl"
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite at ``step``."""
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 @dataclass(frozen=True)
@@ -42,34 +52,14 @@ class TrainResult:
     final_loss: float
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+@dataclass
+class Progress:
+    """Where training stands: the next step, time spent, last logged loss, the loss window."""
 
-
-def clean_partial(run_dir: Path) -> None:
-    """Remove temporary files a killed process may have left."""
-    for p in run_dir.glob(".*.tmp"):
-        p.unlink()
-
-
-def make_optimizer(params, cfg: TrainCfg) -> torch.optim.Optimizer:
-    cls = {"adam": torch.optim.Adam, "radam": torch.optim.RAdam, "adamw": torch.optim.AdamW}
-    return cls[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def _truncate_log(path: Path, last_step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from (they will be written again)."""
-    if not path.exists():
-        return
-    keep = [
-        ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= last_step
-    ]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{ln}\n" for ln in keep))
-    os.replace(tmp, path)
+    step: int = 0
+    seconds: float = 0.0
+    last: float = math.nan
+    window: Tensor | None = None
 
 
 # ---------------------------------------------------------------- the step (timed by benchmarks.perf)
@@ -88,143 +78,160 @@ def to_device(x: Tensor, device: torch.device) -> Tensor:
     return x
 
 
-def prepare_model(
-    fm: nn.Module, others: list[nn.Module], cfg: TrainCfg, device: torch.device
-) -> None:
-    """In place, before the first step: on CUDA, convolutional nets (``fm`` and ``others``: its EMA,
-    the method's target networks) take channels-last weights; with ``cfg.compile``, ``fm.net`` is
+def prepare_model(p: Parts, cfg: TrainCfg, device: torch.device) -> None:
+    """In place, before the first step: on CUDA, convolutional nets (the model, its EMA, the
+    method's target networks) take channels-last weights; with ``cfg.compile``, ``fm.net`` is
     compiled by ``nn.Module.compile`` (parameter names, hence checkpoints, are unchanged) and so
     are the jvps of ``unify.flowmap`` through ``fm.compile_jvp``."""
     if device.type == "cuda":
-        for m in (fm, *others):
+        for m in p.nets():
             if any(isinstance(c, nn.Conv2d) for c in m.modules()):
                 m.to(memory_format=torch.channels_last)
     if cfg.compile:
-        fm.net.compile()
-        fm.compile_jvp = True
+        p.fm.net.compile()
+        p.fm.compile_jvp = True
 
 
 def train_step(
-    method: Method,
-    fm: nn.Module,
-    ema: nn.Module,
-    x1: Tensor,
-    step: int,
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LRScheduler,
-    cfg: TrainCfg,
-    autocast: contextlib.AbstractContextManager,
+    p: Parts, x1: Tensor, step: int, cfg: TrainCfg, autocast: contextlib.AbstractContextManager
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """One training step: loss -> backward -> clip -> step -> lr schedule -> EMA -> after_step.
 
     Nothing here reads a value back to the host; the loss and logs are returned on the device.
     """
     with autocast:
-        loss, logs = method.loss(fm, x1, step)
-    opt.zero_grad(set_to_none=True)
+        loss, logs = p.method.loss(p.fm, x1, step)
+    p.opt.zero_grad(set_to_none=True)
     loss.backward()
-    loss = distributed.sync_grads(fm, loss)  # mean over data-parallel ranks; 1 rank: unchanged
+    loss = distributed.sync_grads(p.fm, loss)  # mean over data-parallel ranks; 1 rank: unchanged
     if cfg.clip > 0:
-        nn.utils.clip_grad_norm_(fm.parameters(), cfg.clip)
-    opt.step()
-    sched.step()
-    ema_update(ema, fm, cfg.ema)
-    method.after_step(fm, step)
+        nn.utils.clip_grad_norm_(p.fm.parameters(), cfg.clip)
+    p.opt.step()
+    p.sched.step()
+    ema_update(p.ema, p.fm, cfg.ema)
+    p.method.after_step(p.fm, step)
     return loss, logs
 
 
-def save_checkpoint(
-    path: Path, done: int, elapsed: float, last: float, parts: dict, window
-) -> None:
-    """Everything a resumed run needs to continue bit for bit from step ``done``.
+# ---------------------------------------------------------------- checkpoints and logs
+def _state_parts(p: Parts, batches: BatchSampler) -> dict:
+    return dict(model=p.fm, ema=p.ema, opt=p.opt, sched=p.sched, method=p.method, data=batches)
+
+
+def save_checkpoint(path: Path, prog: Progress, p: Parts, batches: BatchSampler) -> None:
+    """Everything a resumed run needs to continue bit for bit from ``prog.step``.
 
     Collective when several ranks train (their generator states are gathered); rank 0 writes.
     """
     rngs = distributed.rng_states()
     if not distributed.is_main():
         return
-    state = {"step": done, "seconds": elapsed, "loss": last, "window": window.cpu()}
-    state.update({k: v.state_dict() for k, v in parts.items()})
+    state = {"step": prog.step, "seconds": prog.seconds, "loss": prog.last}
+    state["window"] = prog.window.cpu() if prog.window is not None else None
+    state.update({k: v.state_dict() for k, v in _state_parts(p, batches).items()})
     state.update(rng=rngs[0][0], cuda_rng=rngs[0][1], rng_ranks=rngs if len(rngs) > 1 else None)
-    atomic_save(state, path)
+    save_torch(state, path)
+
+
+def resume(run_dir: Path, p: Parts, batches: BatchSampler, device: torch.device) -> Progress:
+    """Load ``run_dir/ckpt.pt`` into the parts and return its progress, or start afresh."""
+    if not (run_dir / CKPT).exists():
+        distributed.seed_ranks()
+        return Progress()
+    state = torch.load(run_dir / CKPT, map_location=device, weights_only=False)
+    for key, part in _state_parts(p, batches).items():
+        part.load_state_dict(state[key])
+    distributed.set_rng_state(state)
+    return Progress(state["step"], state["seconds"], state["loss"], state.get("window"))
+
+
+def truncate_log(path: Path, last_step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (they will be written again)."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    keep = [ln for ln in lines if ln and json.loads(ln)["step"] <= last_step]
+    with atomic_open(path) as f:
+        f.write("".join(f"{ln}\n" for ln in keep))
+
+
+def check_finite(values: list[float], first: int, name: str, run_dir: Path) -> None:
+    """Raise NonFiniteLoss at the first non-finite loss (steps ``first``, ``first + 1``, ...)."""
+    for i, v in enumerate(values):
+        if not math.isfinite(v):
+            saved = (run_dir / CKPT).exists()
+            where = f"the last good checkpoint is {run_dir / CKPT}" if saved else "no checkpoint"
+            msg = f"method {name!r}: loss = {v} at step {first + i + 1}; {where}"
+            raise NonFiniteLoss(msg, first + i + 1)
+
+
+def _log_window(
+    log: IO, prog: Progress, done: int, cfg: TrainCfg, p: Parts, logs: dict, run_dir: Path
+) -> None:
+    """At a log boundary: check the window's losses, write one log line, update ``prog.last``."""
+    n = (done - 1) % cfg.log_every + 1
+    values = prog.window[:n].tolist()
+    check_finite(values, done - n, p.method.name, run_dir)
+    prog.last = sum(values) / n
+    entry = {"step": done, "loss": prog.last, "lr": p.sched.get_last_lr()[0]}
+    entry.update(seconds=prog.seconds, **{k: float(v) for k, v in logs.items()})
+    log.write(json.dumps(entry) + "\n")
+    log.flush()
 
 
 # ---------------------------------------------------------------- the loop
 def train(
-    method: Method,
-    fm: nn.Module,
-    ema: nn.Module,
+    p: Parts,
     batches: BatchSampler,
     cfg: TrainCfg,
     run_dir: Path,
     device: torch.device,
+    *,
     quiet: bool = False,
+    position: int | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
-    """Train ``fm`` with ``method`` for ``cfg.steps`` steps, resuming from ``run_dir/ckpt.pt``."""
+    """Train ``p.fm`` with ``p.method`` for ``cfg.steps`` steps, resuming from ``run_dir/ckpt.pt``.
+
+    ``on_step(done)`` runs after each step's bookkeeping (the convergence probes). A stop request
+    saves a checkpoint at the step reached and raises :class:`benchmarks.stop.Stopped`.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     clean_partial(run_dir)
-    opt = make_optimizer(fm.parameters(), cfg)
-    warm = max(1, cfg.warmup)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warm))
-    method.setup(fm, cfg.steps)
-    start, seconds, last, window = 0, 0.0, float("nan"), None
-    if (run_dir / CKPT).exists():
-        state = torch.load(run_dir / CKPT, map_location=device, weights_only=False)
-        fm.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        method.load_state_dict(state["method"])
-        batches.load_state_dict(state["data"])
-        distributed.set_rng_state(state)
-        start, seconds, last = state["step"], state["seconds"], state["loss"]
-        window = state.get("window")  # losses of a log window cut by a stop request
-    else:
-        distributed.seed_ranks()
-    if distributed.is_main():
-        _truncate_log(run_dir / LOG, start)
-    if start >= cfg.steps:
-        return TrainResult(start, start * cfg.batch, seconds, last)
-
-    prepare_model(fm, [ema, *method.nets.values()], cfg, device)
+    p.method.setup(p.fm, cfg.steps)
+    prog = resume(run_dir, p, batches, device)
+    main = distributed.is_main()
+    if main:
+        truncate_log(run_dir / LOG, prog.step)
+    if prog.step >= cfg.steps:
+        return TrainResult(prog.step, prog.step * cfg.batch, prog.seconds, prog.last)
+    prepare_model(p, cfg, device)
     autocast = autocast_for(device)
-    window = torch.zeros(cfg.log_every, device=device) if window is None else window.to(device)
-    parts = dict(model=fm, ema=ema, opt=opt, sched=sched, method=method, data=batches)
-    quiet = quiet or not distributed.is_main()
-    bar = tqdm(total=cfg.steps, initial=start, desc=method.name, disable=quiet, dynamic_ncols=True)
-    fm.train()
-    t0 = time.perf_counter()
-    with (run_dir / LOG).open("a") if distributed.is_main() else open(os.devnull, "w") as log:
-        for step in range(start, cfg.steps):
+    prog.window = torch.zeros(cfg.log_every, device=device) if prog.window is None else prog.window
+    prog.window = prog.window.to(device)
+    bar = tqdm(total=cfg.steps, initial=prog.step, desc=p.method.name, position=position,
+               disable=quiet or not main, dynamic_ncols=True, leave=position is None)  # fmt: skip
+    p.fm.train()
+    t0, base = time.perf_counter(), prog.seconds
+    with (run_dir / LOG).open("a") if main else open(os.devnull, "w") as log:
+        for step in range(prog.step, cfg.steps):
             x1 = to_device(distributed.shard(batches.next()), device)
-            loss, logs = train_step(method, fm, ema, x1, step, opt, sched, cfg, autocast)
-            window[step % cfg.log_every] = loss.detach().float()
+            loss, logs = train_step(p, x1, step, cfg, autocast)
+            prog.window[step % cfg.log_every] = loss.detach().float()
+            prog.step, prog.seconds = step + 1, base + time.perf_counter() - t0
             bar.update(1)
-            done = step + 1
-            at_log = done % cfg.log_every == 0 or done == cfg.steps
-            if distributed.stop_requested(at_log) and done != cfg.steps:
-                elapsed = seconds + time.perf_counter() - t0
-                save_checkpoint(run_dir / CKPT, done, elapsed, last, parts, window)
+            at_log = prog.step % cfg.log_every == 0 or prog.step == cfg.steps
+            if distributed.stop_requested(at_log) and prog.step != cfg.steps:
+                save_checkpoint(run_dir / CKPT, prog, p, batches)
                 distributed.barrier()
-                raise distributed.Preempted(done)
-            if not at_log:
-                continue
-            n = (step % cfg.log_every) + 1
-            values = window[:n].tolist()
-            for i, v in enumerate(values):
-                if not torch.isfinite(torch.tensor(v)):
-                    raise NonFiniteLoss(
-                        f"method {method.name!r}: loss = {v} at step {done - n + i}; "
-                        f"the last good checkpoint is kept in {run_dir / CKPT}"
-                    )
-            last = sum(values) / n
-            elapsed = seconds + time.perf_counter() - t0
-            entry = {"step": done, "loss": last, "lr": sched.get_last_lr()[0], "seconds": elapsed}
-            entry.update({k: float(v) for k, v in logs.items()})
-            log.write(json.dumps(entry) + "\n")
-            log.flush()
-            bar.set_postfix(loss=f"{last:.4g}")
-            if done % cfg.ckpt_every == 0 or done == cfg.steps:
-                save_checkpoint(run_dir / CKPT, done, elapsed, last, parts, window)
+                bar.close()
+                raise Stopped(prog.step, cfg.steps)
+            if at_log:
+                _log_window(log, prog, prog.step, cfg, p, logs, run_dir)
+                bar.set_postfix(loss=f"{prog.last:.4g}")
+                if prog.step % cfg.ckpt_every == 0 or prog.step == cfg.steps:
+                    save_checkpoint(run_dir / CKPT, prog, p, batches)
+            if on_step is not None:
+                on_step(prog.step)
     bar.close()
-    return TrainResult(cfg.steps, cfg.steps * cfg.batch, seconds + time.perf_counter() - t0, last)
+    return TrainResult(cfg.steps, cfg.steps * cfg.batch, prog.seconds, prog.last)

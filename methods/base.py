@@ -23,6 +23,10 @@ from unify.interpolant import Interpolant
 from unify.teacher import Teacher
 
 Logs = dict[str, Tensor]
+#: consistency: maps to the data end (CM, CTM, sCM); teacher-distilled: from a velocity (FMM's
+#: LMD/EMD/PFMM, PD, DSNO, AYF); self-distilled: from data alone (FMM, LSD/ESD/PSD, MeanFlow,
+#: shortcut, IMM); teacher: the flow-matching velocity itself
+FAMILIES = ("consistency", "teacher-distilled", "self-distilled", "teacher")
 METHODS: dict[str, type[Method]] = {}
 M = TypeVar("M", bound="type[Method]")
 
@@ -62,6 +66,8 @@ class Method(ABC):
     loss_is_progress: ClassVar[bool] = True
     #: paper, (s, t) trained on, target, sampler NFEs: one row of the README unification table
     summary: ClassVar[dict[str, str]] = {}
+    #: the group a method is shown with (``FAMILIES``): figures draw one panel per family
+    family: ClassVar[str] = "self-distilled"
 
     def __init__(
         self,

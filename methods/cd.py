@@ -45,6 +45,7 @@ class ConsistencyDistillation(ConsistencyMethod):
         mu: float = 0.99  # target EMA; 0 = stop-gradient of the online weights (CD CIFAR)
         mid_sigma: float | None = 0.821  # 2-step sampler re-noise (iCT); None = Karras grid
 
+    family = "consistency"
     needs_teacher = True
     exact_terms = ("cd",)
     summary = {

@@ -50,6 +50,7 @@ class ConsistencyTraining(ConsistencyMethod):
         mid_sigma: float | None = 0.821  # 2-step sampler re-noise level (iCT)
 
     exact_terms = ()
+    family = "consistency"
     summary = {
         "paper": "Song et al. 2023 (CT); Song & Dhariwal 2023 (iCT)",
         "times": "adjacent Karras pair, N: 11 -> 321 doubling, discretised lognormal",

@@ -46,6 +46,7 @@ class ConsistencyTrajectory(Method):
         dsm_p_mean: float = -1.2  # ln sigma law of the DSM term
         dsm_p_std: float = 1.2
 
+    family = "consistency"
     needs_teacher = True
     exact_terms = ("ctm",)
     summary = {

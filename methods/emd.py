@@ -25,6 +25,7 @@ class EulerianMapDistillation(Method):
     both orders (``order="both"``), but samplers only use s < t (as for ``lmd``).
     """
 
+    family = "teacher-distilled"
     needs_teacher = True
     exact_terms = ("emd",)
     summary = {

@@ -27,6 +27,7 @@ class FlowMatching(Method):
         t_min: float = 0.0
         t_max: float = 1.0
 
+    family = "teacher"
     summary = {
         "paper": "Lipman et al. 2023; Albergo & Vanden-Eijnden 2023",
         "times": "diagonal s = t ~ U[0, 1]",

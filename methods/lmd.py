@@ -25,6 +25,7 @@ class LagrangianMapDistillation(Method):
     map error after 1k steps was 0.53 with both orders against about 0.3 forward only.
     """
 
+    family = "teacher-distilled"
     needs_teacher = True
     exact_terms = ("lmd",)
     summary = {

@@ -63,6 +63,7 @@ class NeuralOperator(Method):
         weights: str = "uniform"  # "uniform" | "snr" (DSNO's clamp(sqrt SNR, 1, 1e4))
         chunk: int = 1024  # trajectories per teacher batch when building the pool
 
+    family = "teacher-distilled"
     needs_teacher = True
     exact_terms = ("no",)
     summary = {

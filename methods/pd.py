@@ -52,6 +52,7 @@ class ProgressiveDistillation(Method):
         start_steps: int = 64  # student steps in stage 0 (published 8192 -> 4096 student)
         final_steps: int = 1
 
+    family = "teacher-distilled"
     needs_teacher = True
     exact_terms = ("pd",)
     summary = {

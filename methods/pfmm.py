@@ -24,6 +24,7 @@ class ProgressiveFlowMapMatching(Method):
     delta_{k-1}. Deviation: pairs are drawn forward only (s <= t), the direction samplers use.
     """
 
+    family = "teacher-distilled"
     needs_teacher = True
     exact_terms = ("pfmm",)
     summary = {

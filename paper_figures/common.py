@@ -19,9 +19,10 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from benchmarks.cells import build_model
-from benchmarks.config import RunConfig, _apply
-from benchmarks.report import read_rows, summarize
+from benchmarks.config import RunConfig, apply_updates
+from benchmarks.factory import model as build_model
+from benchmarks.report import summarize
+from benchmarks.rows import read_rows
 from methods import METHODS, Method, build_config
 from unify import FlowMap, make_interpolant
 
@@ -143,7 +144,7 @@ def read_config(run_dir: Path) -> tuple[RunConfig, int]:
     """A cell's RunConfig (rebuilt and type-checked from config.json) and its seed."""
     d = json.loads((Path(run_dir) / "config.json").read_text())
     seed = int(d.pop("seed", 0))
-    return _apply(RunConfig(), d), seed
+    return apply_updates(RunConfig(), d), seed
 
 
 def data_shape(cfg: RunConfig) -> tuple[int, ...]:

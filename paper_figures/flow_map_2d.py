@@ -19,8 +19,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from benchmarks.datasets import gmm_oracle
 from benchmarks.metrics import flowmap_err
-from benchmarks.problems import gmm_oracle
 from paper_figures import style
 from paper_figures.common import (
     Loaded,

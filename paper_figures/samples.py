@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from benchmarks.data import to_uint8
-from benchmarks.problems import TOY, load_problem
+from benchmarks.datasets import get as get_dataset
+from benchmarks.factory import load_problem
 from paper_figures import style
 from paper_figures.common import (
     Loaded,
@@ -76,7 +77,7 @@ def draw_cell(ax: Axes, m: Loaded, x: Tensor | None, ref: Tensor | None, lim: fl
 def figure(loaded: list[Loaded], nfes: tuple[int, ...] = NFES) -> Figure:
     """Methods x NFEs grid of samples from the shared noise of ``common.noise``."""
     cfg = loaded[0].cfg
-    toy = cfg.dataset in TOY
+    toy = get_dataset(cfg.dataset).kind == "points"
     ref = load_problem(cfg, 0).test if toy else None
     lim = 1.15 * float(ref.abs().max()) if ref is not None else 0.0
     x0 = noise(data_shape(cfg), N_POINTS if toy else N_IMAGES)
@@ -101,7 +102,7 @@ def make(results: Path, out: Path) -> list[Path]:
     paths, figures, notes = [], {}, []
     for d in found:
         chosen, lacking = checkpoint_runs(results, d)
-        with threads(1 if d in TOY else torch.get_num_threads()):
+        with threads(1 if get_dataset(d).kind == "points" else torch.get_num_threads()):
             loaded, bad = load_runs(chosen)
             notes += lacking + bad
             if not loaded:

@@ -20,7 +20,11 @@ from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from benchmarks.report import ADAPTIVE, BASELINES, EXACT, KNOWN_METHODS, method_color
+from benchmarks.report.style import method_color
+from benchmarks.rows import ADAPTIVE_SOLVER, BASELINES, FLOOR, is_baseline
+from methods import METHODS
+
+ADAPTIVE, EXACT, KNOWN_METHODS = f"fm-{ADAPTIVE_SOLVER}", FLOOR, tuple(sorted(METHODS))
 
 TEXT_WIDTH = 6.75  # inches: a two-column paper's full text width
 RC: dict[str, Any] = {
@@ -82,12 +86,13 @@ def line_style(method: str) -> dict[str, Any]:
 def order(methods: Iterable[str]) -> list[str]:
     """Learned methods sorted by name, then the teacher baselines, then the exact floor."""
     names = set(methods)
-    return sorted(names - set(BASELINES)) + [m for m in BASELINES if m in names]
+    learned = sorted(m for m in names if not is_baseline(m))
+    return learned + [m for m in (*BASELINES, FLOOR) if m in names]
 
 
 def is_learned(method: str) -> bool:
     """Whether ``method`` is a trained method (not a teacher solve or the exact floor)."""
-    return method not in BASELINES
+    return not is_baseline(method)
 
 
 def nfe_axis(ax: Axes, nfes: Sequence[float]) -> None:

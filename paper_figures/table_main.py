@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.report import BASELINES, table
+from benchmarks.report import table
+from benchmarks.rows import BASELINES
 from paper_figures import style
 from paper_figures.common import Made, load_rows, primary_metric
 

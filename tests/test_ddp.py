@@ -40,25 +40,24 @@ def _grad_worker(rank: int, world: int, port: int, out: str) -> None:
     loss = distributed.sync_grads(net, loss)
     if rank == 0:
         torch.save({"loss": loss, "grads": [p.grad for p in net.parameters()]}, out)
-    torch.distributed.destroy_process_group()
+    distributed.shutdown()
 
 
 def _train_worker(rank: int, world: int, port: int, out: str, seed: int) -> None:
     from benchmarks import distributed
-    from benchmarks.cells import Cell, make_teacher, run_cell
+    from benchmarks.cells import Cell, run_cell
     from benchmarks.config import load_config
-    from benchmarks.problems import load_problem
 
     torch.set_num_threads(1)
     distributed.init(rank, world, "127.0.0.1", port, "gloo")
-    over = [f"train.steps={STEPS}", f"train.batch={BATCH}", f"train.log_every={LOG}"]
-    cfg = load_config("gmm", "smoke", {}, [*over, f"train.ckpt_every={STEPS}", "eval.nfe=[1]"])
-    problem = load_problem(cfg, seed)
-    teacher = make_teacher(cfg, problem, None)
-    cpu = torch.device("cpu")
-    run_cell(Path(out), cfg, Cell("fm", seed), problem, teacher, (0, 0.0), cpu, True, False)
-    if world > 1:
-        torch.distributed.destroy_process_group()
+    try:
+        over = [f"train.steps={STEPS}", f"train.batch={BATCH}", f"train.log_every={LOG}"]
+        over += [f"train.ckpt_every={STEPS}", "eval.nfe=[1]"]
+        cfg = load_config("gmm", "smoke", {}, over)
+        state = run_cell(out=Path(out), cfg=cfg, cell=Cell("fm", seed), device=torch.device("cpu"))
+        assert state["state"] == "done", state
+    finally:
+        distributed.shutdown()
 
 
 def _spawn(fn, world: int, *args) -> None:

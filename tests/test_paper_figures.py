@@ -20,8 +20,9 @@ import pytest
 import torch
 from matplotlib.colors import to_rgba
 
-from benchmarks.cells import Cell, build_model, cell_config
+from benchmarks.cells import Cell, cell_config
 from benchmarks.config import load_config
+from benchmarks.factory import model as build_model
 from benchmarks.report import method_color
 from methods import METHODS, build_config
 from paper_figures import (

@@ -8,11 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
+from benchmarks import factory
 from benchmarks.config import TrainCfg, load_config
 from benchmarks.evaluate import sample_batch_for
 from benchmarks.nets import make_net
-from benchmarks.perf import main, resolve
-from benchmarks.perf_report import COLUMNS
+from benchmarks.perf.bench import main, resolve
+from benchmarks.perf.report import COLUMNS
 from benchmarks.train import prepare_model
 from unify import FlowMap
 
@@ -68,11 +69,11 @@ def test_bad_method_exits() -> None:
 def test_compile_flag_keeps_parameter_names() -> None:
     cfg = load_config("gmm", "smoke", {}, ["train.compile=true"])
     assert cfg.train.compile is True and TrainCfg().compile is False
-    fm = FlowMap(make_net("mlp", (2,), hidden=8, depth=1))
-    keys = list(fm.state_dict())
-    prepare_model(fm, [], cfg.train, torch.device("cpu"))  # compiles lazily: nothing runs here
-    assert list(fm.state_dict()) == keys, "checkpoints must not change with train.compile"
-    assert fm.net._compiled_call_impl is not None
+    parts = factory.parts(cfg, "fm", (2,), None, torch.device("cpu"))
+    keys = list(parts.fm.state_dict())
+    prepare_model(parts, cfg.train, torch.device("cpu"))  # compiles lazily: nothing runs here
+    assert list(parts.fm.state_dict()) == keys, "checkpoints must not change with train.compile"
+    assert parts.fm.net._compiled_call_impl is not None
 
 
 def test_sample_batch_sized_to_the_device() -> None:

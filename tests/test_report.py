@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from benchmarks import report as R
+from benchmarks import rows as RW
 
 SEC = {"lmd": 0.1, "ct": 0.1, "fm-euler": 0.2, "fm-heun": 0.2}  # sample seconds per NFE
 
@@ -154,20 +155,20 @@ def test_write_reports_atomic(rows, tmp_path):
 
 def test_update_rows_by_key(rows, tmp_path):
     path = tmp_path / "metrics.csv"
-    first = R.update_rows(path, rows)
+    first = RW.update_rows(path, rows)
     assert len(first) == len(rows)
-    again = R.update_rows(path, rows.iloc[:3].assign(value=9.0))  # same keys, new values
+    again = RW.update_rows(path, rows.iloc[:3].assign(value=9.0))  # same keys, new values
     assert len(again) == len(rows)
-    back = R.read_rows(path)
+    back = RW.read_rows(path)
     assert len(back) == len(rows)
     assert R.table(back, "fid").loc["ct", "1"] == "n/a"  # "n/a" survives the csv round trip
-    key = back.set_index(list(R.KEY)).index
+    key = back.set_index(list(RW.KEY)).index
     assert key.is_unique
     hit = back[(back.method == "lmd") & (back.seed == 0) & (back.nfe == 1)]
     assert hit["value"].tolist() == [9.0]
     dop = rows[(rows.method == "fm-dopri5") & (rows.seed == 0)].assign(nfe=41, value=0.5)
     new = _row("lmd", 2, 1, 0.31)
-    after = R.update_rows(path, pd.concat([dop, pd.DataFrame([new])], ignore_index=True))
+    after = RW.update_rows(path, pd.concat([dop, pd.DataFrame([new])], ignore_index=True))
     assert len(after) == len(rows) + 1  # dopri5 re-run replaced although its counted NFE moved
     d0 = after[(after.method == "fm-dopri5") & (after.seed == 0)]
     assert d0[["nfe", "value"]].values.tolist() == [[41, 0.5]]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmarks.report import read_rows
+from benchmarks.rows import read_rows
 from benchmarks.run import main
 from methods import METHODS
 
@@ -197,7 +197,13 @@ def test_image_path_npz_tiny_unet_with_fid(tmp_path: Path, inception_weights: Pa
     )
     assert code == 0
     rows = pd.read_csv(tmp_path / "out" / "npz" / "metrics.csv")
-    fid = rows[(rows["metric"] == "fid") & rows["method"].isin(two)].dropna(subset=["value"])
+    # random Inception weights: a Frechet distance, but not an FID, and named so everywhere
+    assert "fid" not in set(rows["metric"])
+    fid = rows[(rows["metric"] == "fid_nonstd") & rows["method"].isin(two)]
+    fid = fid.dropna(subset=["value"])
     assert set(fid["method"]) == set(two)
     assert (fid["value"] >= 0).all() and np.isfinite(fid["value"]).all()
-    assert (tmp_path / "out" / "npz" / "fid_vs_nfe.png").exists()
+    assert (tmp_path / "out" / "npz" / "fid_nonstd_vs_nfe.png").exists()
+    assert "## fid_nonstd (npz)" in (tmp_path / "out" / "npz" / "table.md").read_text()
+    grids = list((tmp_path / "out" / "npz" / "runs").glob("*/grid_nfe1.png"))
+    assert len(grids) == 2, "an 8x8 grid of the scored samples per method and NFE"

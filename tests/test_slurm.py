@@ -1,6 +1,6 @@
 """Launchers: dry runs and sweeps here; job arrays, requeue and resubmission on a real Slurm.
 
-Tests marked by the ``slurm`` fixture need a running cluster (benchmarks/slurm/up.sh, with
+Tests marked by the ``slurm`` fixture need a running cluster (benchmarks/cluster/up.sh, with
 ``SLURM_CONF`` exported); they skip without ``sbatch`` unless ``FLOWMAP_REQUIRE_SLURM=1``
 (.ci/run sets it), when they fail instead.
 """
@@ -18,8 +18,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmarks import run, status, sweep
-from benchmarks.slurm import STATE, SUBMIT
+from benchmarks import run, status
+from benchmarks.cells import STATE
+from benchmarks.cluster import sweep
+from benchmarks.cluster.launcher import SUBMIT
 
 VALUES = ["method", "seed", "nfe", "metric", "value", "note"]
 SMOKE = ["--dataset", "gmm", "--budget", "smoke", "--quiet"]
@@ -29,7 +31,7 @@ SMOKE = ["--dataset", "gmm", "--budget", "smoke", "--quiet"]
 def slurm() -> None:
     why = None
     if not shutil.which("sbatch"):
-        why = "no Slurm here (sbatch not found); start one with benchmarks/slurm/up.sh"
+        why = "no Slurm here (sbatch not found); start one with benchmarks/cluster/up.sh"
     else:
         ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=70)
         if "UP" not in ping.stdout:

@@ -49,6 +49,16 @@ def _ones(t: Tensor) -> Tensor:
 
 
 @functools.cache
+def _forward_ad_ready() -> None:
+    """Run one tiny jvp, once, with torch's own deprecation notice silenced: torch 2.14 builds its
+    forward-AD decomposition table with ``torch.jit.script`` on the first jvp of a process and
+    warns about it (a FutureWarning on every run, from torch's internals, not from this code)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+        torch.func.jvp(torch.sin, (torch.zeros(1),), (torch.ones(1),))
+
+
+@functools.cache
 def _compiled_jvp() -> Callable:
     return torch.compile(lambda f, primals, tangents: torch.func.jvp(f, primals, tangents))
 
@@ -60,6 +70,7 @@ def _jvp(fm: FlowMap, f: Callable, primals: tuple, tangents: tuple) -> tuple[Ten
     U-Nets, raise an internal assert, cf. pytorch/pytorch#197090, #139756), it warns once per
     model and the jvp runs eagerly; a genuine error then re-raises from the eager jvp.
     """
+    _forward_ad_ready()
     if getattr(fm, "compile_jvp", False):
         try:
             return _compiled_jvp()(f, primals, tangents)

@@ -1,6 +1,6 @@
 """A YAML grid of cells over datasets, methods, seeds and config keys, run as job arrays.
 
-    python -m benchmarks.sweep benchmarks/sweeps/gmm_smoke.yaml [--launcher slurm|local|debug]
+    python -m benchmarks.cluster.sweep benchmarks/sweeps/gmm_smoke.yaml [--launcher slurm|local|debug]
         [--dry-run] [--wait] [--out DIR] [--partition P --gpus 1 --time 600 ...]
 
 A sweep file::
@@ -30,12 +30,12 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks import slurm
-from benchmarks.cells import check_cell
+from benchmarks import cells
+from benchmarks.cluster import launcher
 from benchmarks.collect import collect
 from benchmarks.config import ConfigError, load_config
 from benchmarks.data import DataError
-from benchmarks.problems import TOY, load_problem
+from benchmarks.local import CellSpec, run_local
 from benchmarks.run import OneLineParser, parse_methods, plan
 
 KEYS = ("name", "budget", "datasets", "methods", "seeds", "teacher", "set", "grid", "slurm", "out")
@@ -77,9 +77,7 @@ def load_sweep(path: Path) -> dict:
     return spec
 
 
-def expand(
-    spec: dict, out: Path, device: str = "auto", data_root: str = ""
-) -> list[slurm.CellSpec]:
+def expand(spec: dict, out: Path, device: str = "auto", data_root: str = "") -> list[CellSpec]:
     """Every cell of the sweep, checked (a stored config that differs is an error)."""
     methods = spec["methods"]
     names = parse_methods(methods if isinstance(methods, str) else ",".join(methods))
@@ -88,27 +86,29 @@ def expand(
     cli = {"teacher": spec["teacher"]} if spec.get("teacher") else {}
     if data_root:
         cli["data_root"] = data_root
-    cells = []
+    found = []
     for variant, overrides in variants(spec.get("grid") or {}):
         root = out / spec["name"] / variant
         for dataset in _list(spec["datasets"]):
             cfg = load_config(dataset, spec.get("budget", "small"), cli, fixed + overrides)
-            oracle = dataset in TOY and load_problem(cfg, seeds[0]).oracle is not None
-            for cell in plan(cfg, names, seeds, oracle):
-                check_cell(root, cfg, cell, False)
-                cells.append(slurm.CellSpec(str(root), cfg, cell, device))
-    return cells
+            for cell in plan(cfg, names, seeds):
+                cells.status(root, cfg, cell)  # a stored config that differs is an error
+                found.append(CellSpec(str(root), cfg, cell, device))
+    return found
 
 
 def parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m benchmarks.sweep", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(
+        prog="python -m benchmarks.cluster.sweep", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("sweep", type=Path, help="a sweep YAML file, e.g. benchmarks/sweeps/*.yaml")
     p.add_argument("--launcher", choices=("slurm", "local", "debug"), help="default: slurm")
     p.add_argument("--out", help="root folder (default: the file's out, else results/sweeps)")
     p.add_argument("--data-root", default="", help="dataset folder on the cluster (site path)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--dry-run", action="store_true", help="print cells and sbatch script only")
-    slurm.add_slurm_args(p)
+    p.add_argument("--jobs", type=int, default=1, help="local launcher: cells at once")
+    launcher.add_slurm_args(p)
     return p
 
 
@@ -117,41 +117,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = load_sweep(args.sweep)
         out = Path(args.out or spec.get("out") or "results/sweeps")
-        cells = expand(spec, out, args.device, args.data_root)
-        res = slurm.resources(args, spec.get("slurm"))
+        found = expand(spec, out, args.device, args.data_root)
+        res = launcher.resources(args, spec.get("slurm"))
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    todo = slurm.to_submit(cells)
-    launcher = args.launcher or "slurm"
-    print(f"sweep {spec['name']}: {len(cells)} cells, {len(todo)} to run ({launcher}) -> {out}")
+    todo = launcher.to_submit(found)
+    how = args.launcher or "slurm"
+    print(f"sweep {spec['name']}: {len(found)} cells, {len(todo)} to run ({how}) -> {out}")
     if not todo:
         return 0
-    if launcher == "local":
-        return _run_local(todo, args.dry_run)
+    if how == "local":
+        for s in todo:
+            print(f"  {s.cell.key:<16} {s.dir}")
+        if args.dry_run:
+            return 0
+        ran = run_local(todo, jobs=args.jobs)
+        collect(out / spec["name"])
+        return 1 if any(st.get("state") != "done" for _, st in ran) else 0
     folder = out / spec["name"] / ".submitit" / "%j"
-    slurm.launch(todo, launcher, res, folder, args.wait, args.dry_run)
-    if (args.wait or launcher == "debug") and not args.dry_run:
+    launcher.launch(todo, how, res, folder, wait=args.wait, dry_run=args.dry_run)
+    if (args.wait or how == "debug") and not args.dry_run:
         collect(out / spec["name"])
     return 0
-
-
-def _run_local(todo: list[slurm.CellSpec], dry_run: bool) -> int:
-    """One cell after another in this process (fm teachers first); a failed cell is reported."""
-    failed = []
-    for group in slurm.phases(todo):
-        for s in group:
-            print(f"  {s.cell.key:<16} {s.dir}")
-            if dry_run:
-                continue
-            try:
-                slurm.CellTask()(s)
-            except Exception as e:  # noqa: BLE001 - recorded in the cell's state.json
-                failed.append(s)
-                print(f"  {s.cell.key} failed: {e!r}", file=sys.stderr)
-    if not dry_run:
-        collect(Path(todo[0].out).parent)
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@
 # column); sampling throughput of the flow map at 1 and 8 NFE against the fm velocity's
 # Euler, Heun and dopri5. Writes results/perf/gpu/perf.csv and perf.md.
 #
-#   bash benchmarks/perf_gpu.sh                  # the preset
-#   bash benchmarks/perf_gpu.sh --compile off    # any benchmarks.perf flag overrides it
+#   bash benchmarks/perf/gpu.sh                  # the preset
+#   bash benchmarks/perf/gpu.sh --compile off    # any benchmarks.perf flag overrides it
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY="${PY:-.venv/bin/python}"
 "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "error: no CUDA GPU")'
 exec "$PY" -m benchmarks.perf --preset gpu "$@"

@@ -9,7 +9,7 @@ teacher carry it, and its cost is part of their step: the exact mixture velocity
 frozen fm net of the same architecture on images (Heun with ``TEACHER_MAX_DT``, as the harness).
 Sampling times the flow-map composition at NFE 1..16 and the fm velocity with Euler, Heun and
 adaptive dopri5 (the harness's tolerances), with the counted NFE. ``perf.csv`` (one row per
-measurement) and ``perf.md`` are written by ``benchmarks.perf_report``.
+measurement) and ``perf.md`` are written by ``benchmarks.perf.report``.
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import unify
-from benchmarks.cells import TEACHER_MAX_DT, build_model, make_teacher
+from benchmarks import factory
 from benchmarks.config import NetCfg, RunConfig, TrainCfg, load_config
 from benchmarks.data import BatchSampler
+from benchmarks.datasets import Problem
 from benchmarks.evaluate import run_sampler, sample_batch_for
-from benchmarks.perf_probe import exact_rss, host_syncs, interleaved, peak_mem_mb, timings
-from benchmarks.perf_report import write_outputs
-from benchmarks.problems import Problem, load_problem
-from benchmarks.train import autocast_for, make_optimizer, prepare_model, to_device, train_step
-from methods import METHODS, build_config
+from benchmarks.perf.probe import exact_rss, host_syncs, interleaved, peak_mem_mb, timings
+from benchmarks.perf.report import write_outputs
+from benchmarks.train import autocast_for, prepare_model, to_device, train_step
+from methods import METHODS
 from unify.flowmap import FlowMap
 from unify.ode import solve
 
@@ -51,7 +51,7 @@ AUTO = {
     ("image", "cpu"): (3, 1, 2, 16, 50),
     ("image", "cuda"): (10, 3, 3, 1024, 200),
 }
-PRESETS = {  # benchmarks/perf_gpu.sh: the paper U-Net in bf16, without and with torch.compile
+PRESETS = {  # benchmarks/perf/gpu.sh: the paper U-Net in bf16, without and with torch.compile
     "gpu": dict(
         device="cuda",
         net="paper",
@@ -91,37 +91,25 @@ def make_stepper(
     """(step, model): ``step()`` runs the real training step of ``name`` on a fresh model."""
     torch.manual_seed(0)
     cfg = dataclasses.replace(b.cfg.train, compile=compiled)
-    fm = build_model(b.cfg, b.problem.shape).to(device)
-    ema = copy.deepcopy(fm).requires_grad_(False)
-    cls = METHODS[name]
-    mcfg = build_config(cls, b.cfg.method.get(name))
-    method = cls(
-        mcfg, unify.make_interpolant(b.cfg.interpolant), b.teacher if cls.needs_teacher else None
-    )
-    opt = make_optimizer(fm.parameters(), cfg)
-    warm = max(1, cfg.warmup)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warm))
-    method.setup(fm, cfg.steps)
-    prepare_model(fm, [ema, *method.nets.values()], cfg, device)
-    fm.train()
-    batches, autocast, count = (
-        BatchSampler(b.problem.train, cfg.batch),
-        autocast_for(device),
-        itertools.count(),
-    )
+    p = factory.parts(b.cfg, name, b.problem.shape, b.teacher, device)
+    p.method.setup(p.fm, cfg.steps)
+    prepare_model(p, cfg, device)
+    p.fm.train()
+    batches, autocast = BatchSampler(b.problem.train, cfg.batch), autocast_for(device)
+    count = itertools.count()
 
     def step() -> None:
-        x1 = to_device(batches.next(), device)
-        train_step(method, fm, ema, x1, next(count), opt, sched, cfg, autocast)
+        train_step(p, to_device(batches.next(), device), next(count), cfg, autocast)
 
-    return step, fm
+    return step, p.fm
 
 
 def make_bench(net: str, batch: int, device: torch.device, velocity_steps: int) -> Bench:
     """Problem, teacher and briefly trained fm velocity of ``net`` (gmm for mlp, else images)."""
     if net == "mlp":
         cfg = load_config("gmm", "small", {"train": {"batch": batch}}, [])
-        b = Bench(net, cfg, load_problem(cfg, 0), teacher_note="exact gmm velocity")
+        problem = factory.load_problem(cfg, 0)
+        b = Bench(net, cfg, problem, teacher_note="exact gmm velocity")
     else:  # the DSNO pool is built once in the warm-up; a batch-sized one keeps that short
         no = {"no": {"pool_size": batch, "chunk": batch}}
         cfg = RunConfig(
@@ -134,8 +122,8 @@ def make_bench(net: str, batch: int, device: torch.device, velocity_steps: int) 
         fm_step()
     b.velocity_fm = copy.deepcopy(fm).requires_grad_(False).eval()
     b.velocity_note = f"the fm net trained {velocity_steps} steps is flow map and velocity"
-    b.teacher = make_teacher(cfg, b.problem, b.velocity_fm)
-    b.teacher_note += f", heun max_dt 1/{round(1 / TEACHER_MAX_DT)}"
+    b.teacher = factory.teacher(cfg, b.problem, factory.interpolant(cfg), b.velocity_fm)
+    b.teacher_note += f", heun max_dt 1/{round(1 / factory.TEACHER_MAX_DT)}"
     return b
 
 

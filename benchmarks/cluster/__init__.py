@@ -1,0 +1,2 @@
+"""Slurm: job-array launcher (``launcher``), sweep grids (``sweep``), the dry-run preview
+(``preview``) and a single-node test cluster (``up.sh``/``down.sh``)."""

@@ -1,0 +1,181 @@
+"""The dataset registry: what each dataset is, in one place.
+
+``DATASETS[name]`` gives its kind (``points`` or ``images``), its per-sample shape (known without
+loading any data), whether an exact oracle exists and which teacher distillation uses by default,
+a cheap ``check`` that the data can be had (run before anything is written), and ``load`` that
+builds the :class:`Problem` of one seed. Presets (budgets, networks) live in
+``configs/<name>.yaml``; everything else a caller needs to know about a dataset comes from here.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from benchmarks import data as D
+from benchmarks.data import DataError
+from unify.exact import GaussianMixture
+
+if TYPE_CHECKING:
+    from benchmarks.config import RunConfig
+
+
+@dataclass
+class Problem:
+    """Training data, held-out data and the exact oracle of one dataset and seed."""
+
+    name: str
+    train: Tensor  # (N, ...) float32
+    test: Tensor | None  # held-out points (2D metrics)
+    oracle: Any | None  # exact velocity and flow map (unify.exact), when known
+    info: dict[str, Any] = field(default_factory=dict)  # e.g. fitted oracle parameters
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.train.shape[1:])
+
+    @property
+    def is_image(self) -> bool:
+        return self.train.ndim == 4
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    kind: str  # "points" | "images"
+    shape: Callable[[RunConfig], tuple[int, ...]]
+    load: Callable[[RunConfig, int], Problem]
+    has_oracle: bool = False
+    default_teacher: str = "auto"  # "exact": the oracle's velocity; "auto": a trained fm
+    check: Callable[[RunConfig], None] = lambda cfg: None
+    doc: str = ""
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register(spec: DatasetSpec) -> DatasetSpec:
+    if spec.name in DATASETS:
+        raise ValueError(f"dataset {spec.name!r} registered twice")
+    DATASETS[spec.name] = spec
+    return spec
+
+
+def get(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; allowed: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
+
+
+def _gens(seed: int) -> tuple[torch.Generator, torch.Generator]:
+    """Generators of the training and held-out draws of a 2D set."""
+    return torch.Generator().manual_seed(seed), torch.Generator().manual_seed(1_000_003 + seed)
+
+
+# ------------------------------------------------------------------------------ 2D sets
+def gmm_oracle() -> GaussianMixture:
+    """Eight Gaussians on a ring of radius 4, std 0.4 (DESIGN.md's reference problem)."""
+    return GaussianMixture.ring(8, radius=4.0, std=0.4)
+
+
+def _load_gmm(cfg: RunConfig, seed: int) -> Problem:
+    oracle, (g_train, g_test) = gmm_oracle(), _gens(seed)
+    train, test = oracle.sample(cfg.data.n_train, g_train), oracle.sample(cfg.data.n_test, g_test)
+    return Problem("gmm", train, test, oracle)
+
+
+def _load_checkerboard(cfg: RunConfig, seed: int) -> Problem:
+    g_train, g_test = _gens(seed)
+    train = D.checkerboard(cfg.data.n_train, g_train)
+    return Problem("checkerboard", train, D.checkerboard(cfg.data.n_test, g_test), None)
+
+
+register(
+    DatasetSpec(
+        "gmm", "points", lambda cfg: (2,), _load_gmm, True, "exact", doc="8 Gaussians on a ring"
+    )
+)
+register(
+    DatasetSpec(
+        "checkerboard", "points", lambda cfg: (2,), _load_checkerboard, doc="2D checkerboard"
+    )
+)
+
+
+# ------------------------------------------------------------------------------ image sets
+def _root(cfg: RunConfig) -> Path:
+    return Path(cfg.data_root) if cfg.data_root else Path("data")
+
+
+def _subset(images: Tensor, cfg: RunConfig) -> Tensor:
+    n = cfg.data.n_train
+    return images[:n] if n and n < len(images) else images
+
+
+def _image_loader(name: str, read: Callable[[Path], Tensor]) -> Callable[[RunConfig, int], Problem]:
+    def load(cfg: RunConfig, seed: int) -> Problem:
+        return Problem(name, _subset(read(_root(cfg)), cfg), None, None)
+
+    return load
+
+
+def _npz_path(cfg: RunConfig) -> Path:
+    if not cfg.data_root:
+        raise DataError("dataset 'npz' needs --data-root PATH to an .npz file with 'images'")
+    return D.npz_file(Path(cfg.data_root))
+
+
+def npz_header(path: Path) -> tuple[int, ...]:
+    """Shape of the ``images`` array of an npz, read from its header alone (no data loaded)."""
+    try:
+        with zipfile.ZipFile(path) as z, z.open("images.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read = {(1, 0): np.lib.format.read_array_header_1_0}
+            header = read.get(version, np.lib.format.read_array_header_2_0)(f)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path}: not a readable .npz with key 'images' ({err})") from None
+    return tuple(header[0])
+
+
+def _npz_shape(cfg: RunConfig) -> tuple[int, ...]:
+    n, h, w, c = D.check_image_shape(_npz_path(cfg), npz_header(_npz_path(cfg)))
+    return (c, h, w)
+
+
+register(
+    DatasetSpec(
+        "cifar10",
+        "images",
+        lambda cfg: (3, 32, 32),
+        _image_loader("cifar10", lambda root: D.cifar10(root, train=True)),
+        check=lambda cfg: D.cifar10_check(_root(cfg)),
+        doc="CIFAR-10 train set (torchvision download into --data-root)",
+    )
+)
+register(
+    DatasetSpec(
+        "imagenet32",
+        "images",
+        lambda cfg: (3, 32, 32),
+        _image_loader("imagenet32", lambda root: D.imagenet32(root, train=True)),
+        check=lambda cfg: D.imagenet32_folder(_root(cfg), train=True) and None,
+        doc="ImageNet 32x32 (official npz batches in --data-root)",
+    )
+)
+register(
+    DatasetSpec(
+        "npz",
+        "images",
+        _npz_shape,
+        lambda cfg, seed: Problem("npz", _subset(D.npz_images(_npz_path(cfg)), cfg), None, None),
+        check=lambda cfg: _npz_shape(cfg) and None,
+        doc="any npz with 'images' uint8 (N, H, W, C)",
+    )
+)

@@ -1,0 +1,138 @@
+"""Every object of a run is made here, from a ``RunConfig``: interpolant, network + FlowMap + EMA,
+method, optimiser and schedule, teacher, and a checkpoint's weights. Cells, the perf benchmark
+and the Slurm tasks call these; nothing else constructs them.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from benchmarks import datasets
+from benchmarks.config import OPTIMIZERS, ConfigError, RunConfig, TrainCfg, apply_updates
+from benchmarks.datasets import Problem
+from benchmarks.nets import make_net
+from methods import METHODS, Method, build_config
+from unify import FlowMap, FlowMapTeacher, Interpolant, VelocityTeacher, make_interpolant
+from unify.teacher import Teacher
+
+TEACHER_MAX_DT = 1 / 32  # a teacher ODE step is Heun with sub-steps of at most this length
+
+
+@functools.lru_cache(maxsize=1)
+def _problem(data_json: str, seed: int) -> Problem:
+    cfg = apply_updates(RunConfig(), json.loads(data_json))
+    return datasets.get(cfg.dataset).load(cfg, seed)
+
+
+def load_problem(cfg: RunConfig, seed: int) -> Problem:
+    """The dataset's problem for ``seed``; the last one is kept, so the cells of one seed share
+    it within a process."""
+    keys = ("dataset", "data_root", "data")
+    return _problem(json.dumps({k: cfg.to_dict()[k] for k in keys}, sort_keys=True), seed)
+
+
+def interpolant(cfg: RunConfig) -> Interpolant:
+    return make_interpolant(cfg.interpolant)
+
+
+def model(cfg: RunConfig, shape: tuple[int, ...]) -> FlowMap:
+    """The FlowMap of ``cfg.net`` for data of per-sample ``shape`` (CPU, fresh weights)."""
+    n = cfg.net
+    kw = {"hidden": n.hidden, "depth": n.depth} if n.kind == "mlp" else {"dropout": n.dropout}
+    return FlowMap(make_net(n.kind, shape, **kw))
+
+
+def method_options(cfg: RunConfig, name: str):
+    """The ``Config`` of method ``name`` from ``cfg.method[name]``; ConfigError names a bad one."""
+    try:
+        return build_config(METHODS[name], cfg.method.get(name))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+
+
+def method(cfg: RunConfig, name: str, interp: Interpolant, teacher: Teacher | None) -> Method:
+    """Method ``name`` with its options from ``cfg.method[name]``; the teacher only if it needs one."""
+    cls = METHODS[name]
+    return cls(method_options(cfg, name), interp, teacher if cls.needs_teacher else None)
+
+
+def optimizer(
+    params, cfg: TrainCfg
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The optimiser of ``cfg.optimizer`` and its linear warm-up over ``cfg.warmup`` steps."""
+    opt = OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warm = max(1, cfg.warmup)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warm))
+
+
+def teacher(
+    cfg: RunConfig, problem: Problem, interp: Interpolant, fm: FlowMap | None
+) -> Teacher | None:
+    """The distillation teacher: a velocity integrated by Heun sub-steps of at most TEACHER_MAX_DT.
+
+    ``cfg.teacher == "exact"``: the oracle's closed-form velocity; otherwise the trained fm's
+    velocity v(x, t, t) (``fm``; None when there is none yet). Either way every distillation
+    method sees the same kind of teacher step.
+    """
+    if cfg.teacher == "exact":
+        oracle = problem.oracle
+        if oracle is None:
+            raise ConfigError(f"teacher 'exact' needs an oracle; dataset {problem.name!r} has none")
+        return VelocityTeacher(lambda x, t: oracle.velocity(x, t, interp), max_dt=TEACHER_MAX_DT)
+    return None if fm is None else FlowMapTeacher(fm, "heun", max_dt=TEACHER_MAX_DT)
+
+
+def load_weights(
+    path: Path, cfg: RunConfig, shape: tuple[int, ...], device: torch.device, key: str = "ema"
+) -> FlowMap:
+    """A frozen FlowMap with the ``key`` weights ("ema" or "model") of a harness checkpoint.
+
+    Raises ConfigError naming the file when it is not such a checkpoint.
+    """
+    fm = model(cfg, shape).to(device)
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+        fm.load_state_dict(state[key] if isinstance(state, dict) and key in state else state)
+    except Exception as e:  # unreadable file, other network, not a state dict: all the same
+        raise ConfigError(
+            f"{path} is not a checkpoint of this network ({type(e).__name__}); "
+            f"expected a ckpt.pt of an fm run with net.kind={cfg.net.kind!r}"
+        ) from None
+    return fm.requires_grad_(False).eval()
+
+
+@dataclass
+class Parts:
+    """What the training loop of one cell works on."""
+
+    fm: FlowMap
+    ema: FlowMap
+    method: Method
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+
+    def nets(self) -> list[nn.Module]:
+        return [self.fm, self.ema, *self.method.nets.values()]
+
+
+def parts(
+    cfg: RunConfig,
+    name: str,
+    shape: tuple[int, ...],
+    teacher_: Teacher | None,
+    device: torch.device,
+) -> Parts:
+    """Model (same initial weights for every method of a seed: the caller seeds), EMA copy,
+    method, optimiser and schedule, on ``device``."""
+    fm = model(cfg, shape).to(device)
+    ema = copy.deepcopy(fm).requires_grad_(False)
+    m = method(cfg, name, interpolant(cfg), teacher_)
+    opt, sched = optimizer(fm.parameters(), cfg.train)
+    return Parts(fm, ema, m, opt, sched)

@@ -1,0 +1,5 @@
+import sys
+
+from benchmarks.perf.bench import main
+
+main(sys.argv[1:])

@@ -1,0 +1,45 @@
+"""Reports of a results folder: tables (md, tex), speed-up over the teacher, summary csv, plots.
+
+``write_reports(rows, out)`` writes everything for every (dataset, metric) present.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks.report.plots import plot_metric_vs_nfe
+from benchmarks.report.speedup import headline, speedup, write_speedup_md
+from benchmarks.report.style import method_color, order
+from benchmarks.report.tables import fmt, groups, summarize, table, write_table_md, write_table_tex
+from benchmarks.rows import write_csv
+
+__all__ = [
+    "fmt",
+    "headline",
+    "method_color",
+    "order",
+    "plot_metric_vs_nfe",
+    "speedup",
+    "summarize",
+    "table",
+    "write_reports",
+]
+
+
+def write_reports(rows: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """All reports for every metric present: tables, speed-ups, summary csv and plots."""
+    out = Path(out_dir)
+    paths = [
+        write_table_md(rows, out / "table.md"),
+        write_table_tex(rows, out / "table.tex"),
+        write_speedup_md(rows, out / "speedup.md"),
+        write_csv(summarize(rows), out / "summary.csv"),
+    ]
+    several = rows["dataset"].nunique() > 1
+    for d, m, g in groups(rows):
+        stem = out / (f"{d}_{m}_vs_nfe" if several else f"{m}_vs_nfe")
+        plot_metric_vs_nfe(g, m, stem)
+        paths += [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")]
+    return paths
