@@ -26,17 +26,12 @@ import torch
 from benchmarks import datasets, distributed, factory
 from benchmarks.atomic import read_json, write_json, write_text
 from benchmarks.config import ConfigError, RunConfig, apply_updates
+from benchmarks.convergence import prober
 from benchmarks.data import BatchSampler
 from benchmarks.datasets import Problem
-from benchmarks.evaluate import (
-    Evaluation,
-    Scorer,
-    evaluate_exact,
-    evaluate_method,
-    evaluate_teacher,
-    metric_names,
-)
+from benchmarks.evaluate import Evaluation, evaluate_exact, evaluate_method, evaluate_teacher
 from benchmarks.rows import FLOOR, failure_note, read_rows, write_csv
+from benchmarks.scorer import Scorer, metric_names
 from benchmarks.stop import Stopped
 from benchmarks.train import CKPT, NonFiniteLoss, TrainResult, train
 from methods import METHODS
@@ -196,13 +191,20 @@ def _run(out, cfg, cell, device, quiet, position) -> dict:
                     Path(out) / cfg.dataset / "fid_cache", device)  # fmt: skip
     if cell.method == FLOOR:
         if distributed.is_main():
-            _finish(d, evaluate_exact(scorer, FLOOR), cfg, cell, TrainResult(0, 0, 0.0, 0.0))
+            result = TrainResult(0, 0, 0.0, 0.0)
+            _finish(d, evaluate_exact(scorer, FLOOR), cfg, cell, result, {"weights": "exact map"})
         return {"state": "done"}
     teacher, cost = teacher_for(out, cfg, cell, problem, device)
     torch.manual_seed(cell.seed)  # the same initial weights for every method of a seed
     p = factory.parts(cfg, cell.method, problem.shape, teacher, device)
+    about = provenance(cfg, cell, p.method.init, p.ema_law.describe())
+    on_step = None
+    if distributed.is_main() and cfg.eval.convergence:
+        extra = dict(dataset=cfg.dataset, seed=cell.seed, run=cell.key, **about)
+        on_step = prober(d, p.method, p.ema, scorer, cfg.train.steps, extra)
     batches = BatchSampler(problem.train, cfg.train.batch, seed=cell.seed, hflip=cfg.data.hflip)
-    result = train(p, batches, cfg.train, d, device, quiet=quiet, position=position)
+    result = train(p, batches, cfg.train, d, device, quiet=quiet, position=position,
+                   on_step=on_step)  # fmt: skip
     if not distributed.is_main() or (d / METRICS).exists():  # ranks > 0, or a teacher retrained
         return {"state": "done"}
     p.ema.eval()
@@ -210,18 +212,27 @@ def _run(out, cfg, cell, device, quiet, position) -> dict:
         ev = evaluate_teacher(p.method, p.ema, scorer)
     else:
         ev = evaluate_method(p.method, p.ema, scorer)
-    _finish(d, ev, cfg, cell, result, cost)
+    _finish(d, ev, cfg, cell, result, about, cost)
     return {"state": "done"}
 
 
+def provenance(cfg: RunConfig, cell: Cell, init: str, weights: str) -> dict[str, str]:
+    """What a row was learned from and how it was scored: ``teacher`` (the velocity distilled:
+    "exact", "fm", or "" for data-only methods), ``init`` and ``weights`` (the scored EMA)."""
+    needs = METHODS[cell.method].needs_teacher
+    teacher = ("exact" if cfg.teacher == "exact" else "fm") if needs else ""
+    return {"teacher": teacher, "init": init, "weights": weights}
+
+
 def _finish(d: Path, ev: Evaluation, cfg: RunConfig, cell: Cell, result: TrainResult,
-            teacher_cost: tuple[int, float] = (0, 0.0)) -> None:  # fmt: skip
+            about: dict, teacher_cost: tuple[int, float] = (0, 0.0)) -> None:  # fmt: skip
     """Write samples, train.json, then metrics.csv (last: it marks the cell done)."""
     rows = pd.DataFrame(ev.rows).assign(
         dataset=cfg.dataset,
         seed=cell.seed,
         run=cell.key,
         budget=cfg.budget,
+        **about,
         train_steps=result.steps,
         train_images=result.images,
         train_seconds=round(result.seconds, 3),

@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from benchmarks import datasets as registry
+from benchmarks.ema import KINDS
 from benchmarks.nets import NET_KINDS
 from unify.interpolant import INTERPOLANTS
 
@@ -58,7 +59,9 @@ class TrainCfg:
     weight_decay: float = 0.0
     warmup: int = 0
     clip: float = 1.0  # max gradient norm, 0 = off
-    ema: float = 0.999  # evaluation EMA decay
+    ema: str = "power"  # evaluation EMA (benchmarks.ema): power | constant | off
+    ema_width: float = 0.05  # power EMA: relative width sigma_rel (EDM2)
+    ema_decay: float = 0.999  # constant EMA: decay
     log_every: int = 50
     ckpt_every: int = 500
     compile: bool = False  # torch.compile the model's net (benchmarks.train.prepare_model)
@@ -69,6 +72,10 @@ class TrainCfg:
 class EvalCfg:
     nfe: tuple[int, ...] = (1, 2, 4, 8, 16)
     n_samples: int = 2000
+    # convergence probes: the model is also scored at these fractions of training, on fewer
+    # samples, at NFE 1 and the largest NFE (convergence.csv); () = none
+    convergence: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
+    convergence_samples: int = 500
     sample_batch: int = 4096  # 0 = sized to the device (benchmarks.evaluate.sample_batch_for)
     dopri_rtol: float = 1e-5
     dopri_atol: float = 1e-5
@@ -214,6 +221,8 @@ def validate(cfg: RunConfig) -> None:
         if n < 1:
             raise ConfigError(f"bad NFE {n}: NFE must be an integer >= 1")
     t = cfg.train
+    if any(not 0 < f <= 1 for f in cfg.eval.convergence) or cfg.eval.convergence_samples < 1:
+        raise ConfigError("eval.convergence fractions must lie in (0, 1], convergence_samples >= 1")
     if cfg.eval.sample_batch < 0:
         raise ConfigError(f"bad value {cfg.eval.sample_batch} for eval.sample_batch: must be >= 0")
     for key in ("steps", "batch", "log_every", "ckpt_every"):
@@ -223,8 +232,11 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(
             f"train.ckpt_every={t.ckpt_every} must be a multiple of train.log_every={t.log_every}"
         )
-    if not 0 <= t.ema < 1:
-        raise ConfigError(f"bad value {t.ema} for train.ema: must be in [0, 1)")
+    _one_of(t.ema, KINDS, "train.ema")
+    if not 0 <= t.ema_decay < 1:
+        raise ConfigError(f"bad value {t.ema_decay} for train.ema_decay: must be in [0, 1)")
+    if not 0 < t.ema_width < 0.2887:
+        raise ConfigError(f"bad value {t.ema_width} for train.ema_width: must be in (0, 0.2887)")
     _one_of(t.optimizer, list(OPTIMIZERS), "train.optimizer")
     _one_of(cfg.net.kind, NET_KINDS, "net.kind")
     _one_of(cfg.interpolant, list(INTERPOLANTS), "interpolant")

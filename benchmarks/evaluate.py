@@ -10,7 +10,6 @@ A stop request (``benchmarks.stop``) is honoured between NFEs.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Callable
@@ -21,88 +20,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from benchmarks import metrics, stop
+from benchmarks import stop
 from benchmarks.atomic import atomic_open
-from benchmarks.config import EvalCfg
 from benchmarks.data import to_uint8
-from benchmarks.datasets import Problem
 from benchmarks.rows import ADAPTIVE_SOLVER, NA, SOLVERS, STEP_COST, baseline
+from benchmarks.scorer import Scorer
 from methods.base import Method
 from unify.flowmap import FlowMap
-from unify.interpolant import Interpolant
 from unify.ode import solve
 
 Sampler = Callable[[Tensor], tuple[Tensor, int]]  # x0 batch -> (samples, counted nfe)
+VELOCITY_EXACT = "exact"  # the oracle's velocity, solved like the trained teacher's
 KEEP_POINTS, KEEP_IMAGES = 1000, 64
 N_PATHS, N_TIMES = 10, 21  # 2D trajectories kept per cell
 SAMPLES = "samples.npz"
-
-
-def metric_names(image: bool, oracle: bool, cfg: EvalCfg) -> tuple[str, ...]:
-    """The metrics a cell of such a dataset reports, in row order."""
-    if image:
-        return (metrics.fid_metric(cfg.fid_weights or None)[0],)
-    return ("w2", "flowmap_err") if oracle else ("w2",)
-
-
-@dataclass
-class Scorer:
-    """Scores samples against the problem; the exact map of the evaluation noise is cached."""
-
-    problem: Problem
-    interpolant: Interpolant
-    cfg: EvalCfg
-    seed: int
-    cache_root: Path
-    device: torch.device
-
-    def noise(self, n: int | None = None) -> Tensor:
-        gen = torch.Generator().manual_seed(10_000 + self.seed)
-        return torch.randn(n or self.cfg.n_samples, *self.problem.shape, generator=gen)
-
-    def exact_map(self, x0: Tensor, t: float = 1.0) -> Tensor:
-        """X*_{0,t}(x0) by the oracle's high-accuracy solve (oracle problems only)."""
-        x = x0.double()
-        ones = torch.ones(len(x), dtype=x.dtype)
-        return self.problem.oracle.flow_map(x, 0 * ones, t * ones, self.interpolant).float()
-
-    @functools.cached_property
-    def exact_samples(self) -> Tensor:
-        return self.exact_map(self.noise())
-
-    @functools.cached_property
-    def fid_metric(self) -> tuple[str, str]:
-        """(name, feature network) of the image metric: "fid" only for the published weights."""
-        return metrics.fid_metric(self.cfg.fid_weights or None)
-
-    def metric_names(self) -> tuple[str, ...]:
-        return metric_names(self.problem.is_image, self.problem.oracle is not None, self.cfg)
-
-    def score(self, samples: Tensor) -> dict[str, float]:
-        samples = samples.float().cpu()
-        if not bool(torch.isfinite(samples).all()):
-            return dict.fromkeys(self.metric_names(), math.inf)
-        if self.problem.is_image:
-            cached = metrics.fid_cache_path(self.cache_root, self.fid_cache_name).is_file()
-            value = metrics.fid(
-                to_uint8(samples),
-                None if cached else to_uint8(self.problem.train),
-                cache_name=self.fid_cache_name,
-                cache_root=self.cache_root,
-                weights_path=self.cfg.fid_weights or None,
-                device=str(self.device),
-            )
-            return {self.fid_metric[0]: value}
-        out = {"w2": metrics.w2(samples, self.problem.test)}
-        if self.problem.oracle is not None:
-            out["flowmap_err"] = metrics.flowmap_err(samples, self.exact_samples)
-        return out
-
-    @property
-    def fid_cache_name(self) -> str:
-        """Reference statistics depend on the data set, its size and the feature network."""
-        tag = self.fid_metric[1].rsplit("(", 1)[-1].rstrip(")")
-        return f"{self.problem.name}-train{len(self.problem.train)}-{tag}"
 
 
 @dataclass
@@ -274,8 +205,28 @@ def evaluate_teacher(method: Method, fm: FlowMap, scorer: Scorer) -> Evaluation:
     return ev
 
 
+def probe(method: Method, fm: FlowMap, scorer: Scorer, n: int) -> list[dict]:
+    """Convergence rows: ``n`` samples at NFE 1 and the largest NFE the method can do (or its
+    only NFE), from the start of the evaluation noise; the training RNG is left untouched."""
+    nfes = [k for k in scorer.cfg.nfe if method.supports(k)]
+    if not nfes:
+        return []
+    x0, rows = scorer.noise()[:n], []
+    fork = [scorer.device] if scorer.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork):
+        for nfe in sorted({min(nfes), max(nfes)}):
+            samples, _ = _own_samples(method, fm, scorer, x0, nfe)
+            scores = scorer.score(
+                samples, exact=scorer.exact_samples[:n] if scorer.has_oracle else None
+            )
+            rows += [dict(method=method.name, nfe=nfe, metric=k, value=v, n_samples=n)
+                     for k, v in scores.items()]  # fmt: skip
+    return rows
+
+
 def evaluate_exact(scorer: Scorer, name: str) -> Evaluation:
-    """The floor: the same noise through the exact flow map, repeated at every NFE column."""
+    """The floor: the same noise through the exact flow map, repeated at every NFE column; and
+    the exact velocity solved by the baseline solvers (``exact-euler``, ...)."""
     ev, x0 = Evaluation(), scorer.noise()
     t0 = time.perf_counter()
     samples = scorer.exact_map(x0)  # timed: the solve itself, not the cached copy
@@ -286,4 +237,7 @@ def evaluate_exact(scorer: Scorer, name: str) -> Evaluation:
     ev.keep("x0", x0)
     ev.keep("nfe1", samples)
     _keep_paths(ev, scorer, lambda x, t: scorer.exact_map(x.cpu(), t) if t > 0 else x)
+    oracle, interp = scorer.problem.oracle, scorer.interpolant
+    solved = evaluate_solvers(lambda x, t: oracle.velocity(x, t, interp), VELOCITY_EXACT, scorer)
+    ev.rows += solved.rows
     return ev

@@ -17,6 +17,7 @@ from torch import nn
 from benchmarks import datasets
 from benchmarks.config import OPTIMIZERS, ConfigError, RunConfig, TrainCfg, apply_updates
 from benchmarks.datasets import Problem
+from benchmarks.ema import EMALaw
 from benchmarks.nets import make_net
 from methods import METHODS, Method, build_config
 from unify import FlowMap, FlowMapTeacher, Interpolant, VelocityTeacher, make_interpolant
@@ -64,12 +65,20 @@ def method(cfg: RunConfig, name: str, interp: Interpolant, teacher: Teacher | No
 
 
 def optimizer(
-    params, cfg: TrainCfg
+    params, cfg: TrainCfg, lr_scale=lambda step: 1.0
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """The optimiser of ``cfg.optimizer`` and its linear warm-up over ``cfg.warmup`` steps."""
+    """The optimiser of ``cfg.optimizer``; its schedule is a linear warm-up over ``cfg.warmup``
+    steps times the method's own factor ``lr_scale(step)`` (a published per-stage anneal)."""
     opt = OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     warm = max(1, cfg.warmup)
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warm))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: min(1.0, (k + 1) / warm) * lr_scale(k)
+    )
+    return opt, schedule
+
+
+def ema_law(cfg: TrainCfg) -> EMALaw:
+    return EMALaw(cfg.ema, cfg.ema_width, cfg.ema_decay)
 
 
 def teacher(
@@ -117,9 +126,16 @@ class Parts:
     method: Method
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LambdaLR
+    ema_law: EMALaw
 
     def nets(self) -> list[nn.Module]:
         return [self.fm, self.ema, *self.method.nets.values()]
+
+
+def init_of(cfg: RunConfig, name: str) -> str:
+    """How a method's network starts: "teacher" (the trained fm's weights) or "scratch"."""
+    cls = METHODS[name]
+    return "teacher" if cls.init_from_teacher and cfg.teacher != "exact" else "scratch"
 
 
 def parts(
@@ -129,10 +145,15 @@ def parts(
     teacher_: Teacher | None,
     device: torch.device,
 ) -> Parts:
-    """Model (same initial weights for every method of a seed: the caller seeds), EMA copy,
-    method, optimiser and schedule, on ``device``."""
+    """Model (the caller seeds, so every method of a seed gets the same initial weights, or the
+    trained teacher's for methods published as fine-tuned from it), EMA copy, method (set up for
+    ``cfg.train.steps``), optimiser and schedule, on ``device``."""
     fm = model(cfg, shape).to(device)
-    ema = copy.deepcopy(fm).requires_grad_(False)
     m = method(cfg, name, interpolant(cfg), teacher_)
-    opt, sched = optimizer(fm.parameters(), cfg.train)
-    return Parts(fm, ema, m, opt, sched)
+    if init_of(cfg, name) == "teacher" and isinstance(teacher_, FlowMapTeacher):
+        fm.load_state_dict(teacher_.fm.state_dict())
+        m.init = "teacher"
+    ema = copy.deepcopy(fm).requires_grad_(False)
+    m.setup(fm, cfg.train.steps)
+    opt, sched = optimizer(fm.parameters(), cfg.train, m.lr_scale)
+    return Parts(fm, ema, m, opt, sched, ema_law(cfg.train))

@@ -108,7 +108,8 @@ def train_step(
         nn.utils.clip_grad_norm_(p.fm.parameters(), cfg.clip)
     p.opt.step()
     p.sched.step()
-    ema_update(p.ema, p.fm, cfg.ema)
+    start, _ = p.method.stage_bounds(step)  # the EMA restarts with each training stage
+    ema_update(p.ema, p.fm, p.ema_law.beta(step - start + 1))
     p.method.after_step(p.fm, step)
     return loss, logs
 
@@ -198,11 +199,12 @@ def train(
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     clean_partial(run_dir)
-    p.method.setup(p.fm, cfg.steps)
     prog = resume(run_dir, p, batches, device)
     main = distributed.is_main()
     if main:
         truncate_log(run_dir / LOG, prog.step)
+    if on_step is not None and prog.step > 0:
+        on_step(prog.step)  # a probe that a stop or a kill cut off after this checkpoint
     if prog.step >= cfg.steps:
         return TrainResult(prog.step, prog.step * cfg.batch, prog.seconds, prog.last)
     prepare_model(p, cfg, device)
@@ -232,6 +234,8 @@ def train(
                 if prog.step % cfg.ckpt_every == 0 or prog.step == cfg.steps:
                     save_checkpoint(run_dir / CKPT, prog, p, batches)
             if on_step is not None:
+                t_probe = time.perf_counter()
                 on_step(prog.step)
+                t0 += time.perf_counter() - t_probe  # probes are not training time
     bar.close()
     return TrainResult(cfg.steps, cfg.steps * cfg.batch, prog.seconds, prog.last)

@@ -12,20 +12,26 @@ from unify.flowmap import FlowMap
 
 
 class ConsistencyMethod(Method):
-    """A consistency model X_{t,1}: target theta^- (EMA with ``cfg.mu``; mu = 0 means sg theta)
-    and the multistep sampler of Song et al. 2023, Alg. 1 (map to the data end, re-noise)."""
+    """A consistency model X_{t,1}: target theta^- (EMA with decay ``self.mu``, from
+    ``target_decay``; mu = 0 means sg theta) and the multistep sampler of Song et al. 2023, Alg. 1
+    (map to the data end, re-noise)."""
+
+    def target_decay(self) -> float:
+        """The target EMA decay of this run (``cfg.mu``; subclasses resolve ``None``)."""
+        return float(self.cfg.mu)
 
     def setup(self, fm: FlowMap, total_steps: int) -> None:
         super().setup(fm, total_steps)
-        if self.cfg.mu > 0:
+        self.mu = self.target_decay()
+        if self.mu > 0:
             self.nets["target"] = frozen_copy(fm)
 
     def target_net(self, fm: FlowMap) -> FlowMap:
-        return self.nets["target"] if self.cfg.mu > 0 else fm
+        return self.nets["target"] if self.mu > 0 else fm
 
     def after_step(self, fm: FlowMap, step: int) -> None:
-        if self.cfg.mu > 0:
-            ema_update(self.nets["target"], fm, self.cfg.mu)
+        if self.mu > 0:
+            ema_update(self.nets["target"], fm, self.mu)
 
     def sample(
         self, fm: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None

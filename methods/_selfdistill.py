@@ -19,13 +19,8 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from methods.base import Logs, Method
-from methods.common import noise_like, split_count, sqdist, uniform
+from methods.common import mean_or_zero, noise_like, split_count, sqdist, uniform
 from unify.flowmap import FlowMap
-
-
-def _mean(x: Tensor) -> Tensor:
-    """Mean of a (n,) tensor, 0 for an empty part (logged, never divided by)."""
-    return x.mean() if x.numel() else x.new_zeros(())
 
 
 class SelfDistillation(Method):
@@ -75,4 +70,4 @@ class SelfDistillation(Method):
             xs = self.interpolant.sample(x0[nd:], x1[nd:], s).xt
             off = self.distill(fm, xs, s, t)
         loss = (diag.sum() + off.sum()) / n
-        return loss, {"fm": _mean(diag).detach(), self.name: _mean(off).detach()}
+        return loss, {"fm": mean_or_zero(diag).detach(), self.name: mean_or_zero(off).detach()}

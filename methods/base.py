@@ -68,6 +68,9 @@ class Method(ABC):
     summary: ClassVar[dict[str, str]] = {}
     #: the group a method is shown with (``FAMILIES``): figures draw one panel per family
     family: ClassVar[str] = "self-distilled"
+    #: published as fine-tuned from the trained teacher network: the harness starts it from the
+    #: teacher's weights whenever the teacher is a trained fm (not the exact oracle)
+    init_from_teacher: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -82,6 +85,7 @@ class Method(ABC):
         self.teacher = teacher
         self.total_steps = 1
         self.nets: dict[str, nn.Module] = {}  # target networks etc., saved in state_dict
+        self.init = "scratch"  # "teacher" when the harness started the network from the teacher
 
     # ----------------------------------------------------------------- training hooks
     def setup(self, fm: FlowMap, total_steps: int) -> None:
@@ -96,6 +100,29 @@ class Method(ABC):
 
     def after_step(self, fm: FlowMap, step: int) -> None:
         """Called after each optimiser step (target EMA, stage changes)."""
+
+    # ----------------------------------------------------------------- schedule
+    def stage(self, step: int) -> int:
+        """Training stage of a step (non-decreasing in ``step``); staged methods override."""
+        return 0
+
+    def stage_bounds(self, step: int) -> tuple[int, int]:
+        """[start, end) steps of the stage holding ``step``: the evaluation EMA restarts at start."""
+        k = self.stage(step)
+
+        def first(lo: int, hi: int, pred) -> int:  # smallest s in [lo, hi] with pred(s)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if pred(mid) else (mid + 1, hi)
+            return lo
+
+        start = first(0, step, lambda s: self.stage(s) >= k)
+        end = first(step + 1, self.total_steps, lambda s: self.stage(s) > k)
+        return start, max(end, step + 1)
+
+    def lr_scale(self, step: int) -> float:
+        """Factor on the learning rate at ``step`` (a published per-stage anneal); default 1."""
+        return 1.0
 
     # ----------------------------------------------------------------- sampling
     def supports(self, nfe: int) -> bool:

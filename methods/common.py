@@ -16,6 +16,11 @@ def noise_like(x1: Tensor, x0: Tensor | None) -> Tensor:
     return torch.randn_like(x1) if x0 is None else x0
 
 
+def mean_or_zero(x: Tensor) -> Tensor:
+    """Mean of a (n,) tensor, 0 for an empty part (logged, never divided by)."""
+    return x.mean() if x.numel() else x.new_zeros(())
+
+
 def uniform(n: int, like: Tensor, lo: float = 0.0, hi: float = 1.0) -> Tensor:
     """t ~ U[lo, hi], shape (n,)."""
     return lo + (hi - lo) * torch.rand(n, device=like.device, dtype=like.dtype)
@@ -78,3 +83,16 @@ def split_count(n: int, frac: float) -> int:
     if 0.0 < frac < 1.0 and n >= 2:
         k = min(max(k, 1), n - 1)
     return k
+
+
+def run_length_decay(published: float, published_steps: int, steps: int) -> float:
+    """An EMA decay for a run of ``steps`` that averages over the same *fraction* of training as
+    ``published`` does over ``published_steps``: mu = published^(published_steps / steps), since
+    mu^k is the weight left after k steps. Capped at ``published`` (a longer run keeps the
+    published value). E.g. shortcut's 0.999 at 400k steps is 0.766 over 1,500 steps: its target
+    then lags the model by ~4 steps, as the published target lags by ~0.25 % of the run."""
+    if not 0.0 <= published < 1.0 or published_steps < 1 or steps < 1:
+        raise ValueError(
+            f"need 0 <= decay < 1 and step counts >= 1: {published}, {published_steps}, {steps}"
+        )
+    return min(published, published ** (published_steps / steps))

@@ -65,6 +65,7 @@ class NeuralOperator(Method):
 
     family = "teacher-distilled"
     needs_teacher = True
+    init_from_teacher = True  # DSNO's operator is the teacher U-Net plus temporal layers
     exact_terms = ("no",)
     summary = {
         "paper": "Zheng et al. 2023 (DSNO)",

@@ -43,17 +43,21 @@ class ProgressiveDistillation(Method):
     cosine schedule (= our Trig path). Deviations: start_steps = 64 (our budgets are ~100x
     shorter; 7 stages of total_steps / 7 each); stages of equal length (the CM re-implementation
     doubles the last two). Assumes ``after_step`` gets the step index of the preceding ``loss``.
-    The per-stage linear lr decay of the paper belongs to the trainer; the student should start
-    from the teacher's weights (the harness's init), as in the paper.
+    As published, the learning rate anneals linearly to 0 within each stage (``lr_scale``;
+    ``anneal=False`` keeps it constant), the evaluation EMA restarts with each stage (the trainer
+    reads ``stage``) and the student starts from the teacher's weights when the teacher is a
+    trained fm (``init_from_teacher``); with the exact oracle as teacher it starts from scratch.
     """
 
     @dataclass(frozen=True)
     class Config:
         start_steps: int = 64  # student steps in stage 0 (published 8192 -> 4096 student)
         final_steps: int = 1
+        anneal: bool = True  # lr linearly to 0 within each stage (published)
 
     family = "teacher-distilled"
     needs_teacher = True
+    init_from_teacher = True
     exact_terms = ("pd",)
     summary = {
         "paper": "Salimans & Ho 2022 (PD)",
@@ -75,6 +79,13 @@ class ProgressiveDistillation(Method):
 
     def stage(self, step: int) -> int:
         return min(max(step, 0) * self.n_stages // self.total_steps, self.n_stages - 1)
+
+    def lr_scale(self, step: int) -> float:
+        """1 - (step - stage start) / stage length: the published per-stage linear anneal."""
+        if not self.cfg.anneal:
+            return 1.0
+        start, end = self.stage_bounds(step)
+        return 1.0 - (step - start) / (end - start)
 
     def n_steps(self, step: int) -> int:
         """Student steps N at a training step."""

@@ -92,7 +92,6 @@ def make_stepper(
     torch.manual_seed(0)
     cfg = dataclasses.replace(b.cfg.train, compile=compiled)
     p = factory.parts(b.cfg, name, b.problem.shape, b.teacher, device)
-    p.method.setup(p.fm, cfg.steps)
     prepare_model(p, cfg, device)
     p.fm.train()
     batches, autocast = BatchSampler(b.problem.train, cfg.batch), autocast_for(device)
