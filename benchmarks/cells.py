@@ -59,10 +59,16 @@ def cell_dir(out: Path, cfg: RunConfig, cell: Cell) -> Path:
     return Path(out) / cfg.dataset / "runs" / cell.key
 
 
+FLOOR_KEYS = ("dataset", "data_root", "data", "eval", "interpolant")  # all the exact floor uses
+
+
 def cell_config(cfg: RunConfig, cell: Cell) -> dict:
-    """What determines a cell's result: the run config less other methods' options."""
+    """What determines a cell's result: the run config less other methods' options (the exact
+    floor trains nothing: its data, evaluation and interpolant only)."""
     d = cfg.to_dict()
     d["method"] = {cell.method: cfg.method.get(cell.method, {})}
+    if cell.method == FLOOR:
+        d = {k: d[k] for k in FLOOR_KEYS}
     d["seed"] = cell.seed
     return json.loads(json.dumps(d))
 
@@ -90,18 +96,20 @@ def git_sha() -> str:
 
 
 def status(out: Path, cfg: RunConfig, cell: Cell, force: bool = False) -> str:
-    """'done', 'failed', 'resume' or 'new'. A stored config that differs needs --force:
-    ConfigError, nothing written."""
+    """'done', 'failed' (retried: resumes from its checkpoint), 'redo' (failed under another
+    configuration: starts afresh), 'resume' or 'new'. A finished or resumable cell whose stored
+    config differs needs --force: ConfigError, nothing written."""
     d = cell_dir(out, cfg, cell)
     if force or not (d / "config.json").exists():
         return "new"
+    failed = not (d / METRICS).exists() and read_json(d / STATE).get("state") == "failed"
     if stored_config(d) != cell_config(cfg, cell):
+        if failed:
+            return "redo"  # a failed cell under a new configuration starts afresh
         raise ConfigError(f"{d} was run with a different configuration; rerun with --force")
     if (d / METRICS).exists():
         return "done"
-    if read_json(d / STATE).get("state") == "failed":
-        return "failed"
-    return "resume" if (d / CKPT).exists() else "new"
+    return "failed" if failed else ("resume" if (d / CKPT).exists() else "new")
 
 
 def teacher_for(out: Path, cfg: RunConfig, cell: Cell, problem: Problem, device: torch.device):
@@ -137,6 +145,8 @@ def run_cell(
     raised after recording); :class:`Stopped` is recorded and raised."""
     d = cell_dir(out, cfg, cell)
     main = distributed.is_main()
+    if main and stored_config(d) not in ({}, cell_config(cfg, cell)):
+        reset(d)  # a failed cell rerun under a new configuration (launchers check the rest)
     if main:
         d.mkdir(parents=True, exist_ok=True)
         write_json(d / "config.json", cell_config(cfg, cell))

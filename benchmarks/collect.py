@@ -18,8 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.cells import rows_of
+from benchmarks.convergence import CONVERGENCE
 from benchmarks.report import write_reports
-from benchmarks.rows import update_rows
+from benchmarks.rows import read_rows, update_rows, write_csv
 
 
 def cell_folders(root: Path) -> dict[Path, list[Path]]:
@@ -31,12 +32,19 @@ def cell_folders(root: Path) -> dict[Path, list[Path]]:
 
 
 def report_folder(folder: Path, cells: list[Path]) -> list[Path]:
-    """Merge the rows of ``cells`` into ``folder/metrics.csv`` and rewrite its reports."""
+    """Merge the rows of ``cells`` into ``folder/metrics.csv``, gather the convergence rows of
+    every cell of ``folder`` into ``folder/convergence.csv``, and rewrite its reports."""
     frames = [r for r in (rows_of(d) for d in cells if d.is_dir()) if len(r)]
     if not frames:
         return []
     merged = update_rows(folder / "metrics.csv", pd.concat(frames, ignore_index=True))
-    return write_reports(merged, folder)
+    found = sorted((folder / "runs").glob(f"*/{CONVERGENCE}"))
+    conv = pd.concat([read_rows(p) for p in found], ignore_index=True) if found else None
+    if conv is not None:
+        order = ["method", "seed", "step", "nfe", "metric"]
+        write_csv(conv.sort_values(order, kind="stable").reset_index(drop=True),
+                  folder / CONVERGENCE)  # fmt: skip
+    return write_reports(merged, folder, conv)
 
 
 def collect(root: Path, quiet: bool = False) -> list[Path]:

@@ -152,8 +152,9 @@ def truncate_log(path: Path, last_step: int) -> None:
         return
     lines = path.read_text().splitlines()
     keep = [ln for ln in lines if ln and json.loads(ln)["step"] <= last_step]
-    with atomic_open(path) as f:
-        f.write("".join(f"{ln}\n" for ln in keep))
+    if len(keep) < len(lines):
+        with atomic_open(path) as f:
+            f.write("".join(f"{ln}\n" for ln in keep))
 
 
 def check_finite(values: list[float], first: int, name: str, run_dir: Path) -> None:

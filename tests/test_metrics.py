@@ -22,7 +22,10 @@ def test_w2_translation_is_exact():
     x = torch.randn(300, 1, generator=g)
     y = x[torch.randperm(300, generator=g)] + 0.75  # shuffled: the solver must find the pairing
     assert w2(x, y) == pytest.approx(0.75, abs=1e-9)
-    assert w2(torch.randn(50, 2), torch.randn(70, 2)) >= 0.0  # unequal sizes are fine
+    # unequal sizes: 50 points against the same 50 points twice is the same measure
+    z = torch.randn(50, 2, generator=g)
+    assert w2(z, torch.cat([z, z])) == pytest.approx(0.0, abs=1e-7)
+    assert w2(z, torch.cat([z, z]) + torch.tensor([0.0, 2.0])) == pytest.approx(2.0, abs=1e-9)
 
 
 def test_w2_gaussians_shifted():

@@ -1,7 +1,5 @@
 """Networks: shapes, jvp against finite differences, gradients through the jvp, presets."""
 
-import time
-
 import pytest
 import torch
 from torch.func import jvp
@@ -92,21 +90,19 @@ def test_backward_through_jvp(name: str) -> None:
     assert first.grad.abs().sum() > 0
 
 
-def test_tiny_unet_fast_and_small() -> None:
+def test_tiny_unet_small() -> None:
     net = unet("tiny")
     assert 10_000 < count_params(net) < 200_000
     x = torch.randn(8, 3, 32, 32)
-    start = time.perf_counter()
-    net(x, torch.rand(8), torch.rand(8)).square().mean().backward()
-    assert time.perf_counter() - start < 2.0
+    out = net(x, torch.rand(8), torch.rand(8))
+    out.square().mean().backward()
+    assert out.shape == x.shape and all(p.grad is not None for p in net.parameters())
 
 
 def test_presets_sizes() -> None:
     small = count_params(unet("small"))
     assert 1_000_000 < small < 20_000_000
-    start = time.perf_counter()
     paper = unet("paper", dropout=0.1)
-    assert time.perf_counter() - start < 5.0
     assert count_params(paper) > 20_000_000
 
 

@@ -61,9 +61,10 @@ def test_gpu_preset_resolves_without_a_gpu() -> None:
     assert resolve(["--preset", "gpu", "--batch", "64"]).batch == 64  # flags beat the preset
 
 
-def test_bad_method_exits() -> None:
-    with pytest.raises(SystemExit):
+def test_bad_method_exits(capsys) -> None:
+    with pytest.raises(SystemExit) as e:
         resolve(["--methods", "nosuch"])
+    assert e.value.code == 2 and "unknown method or net 'nosuch'" in capsys.readouterr().err
 
 
 def test_compile_flag_keeps_parameter_names() -> None:

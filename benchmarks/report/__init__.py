@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.report.plots import plot_metric_vs_nfe
+from benchmarks.convergence import improving
+from benchmarks.report.plots import plot_metric_vs_nfe, plot_metric_vs_step
 from benchmarks.report.speedup import headline, speedup, write_speedup_md
 from benchmarks.report.style import method_color, order
 from benchmarks.report.tables import fmt, groups, summarize, table, write_table_md, write_table_tex
@@ -28,11 +29,16 @@ __all__ = [
 ]
 
 
-def write_reports(rows: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """All reports for every metric present: tables, speed-ups, summary csv and plots."""
+def write_reports(
+    rows: pd.DataFrame, out_dir: str | Path, conv: pd.DataFrame | None = None
+) -> list[Path]:
+    """All reports for every metric present: tables, speed-ups, summary csv and plots; with the
+    convergence rows ``conv``, metric-vs-step plots and the "still improving" marks too."""
     out = Path(out_dir)
+    has_conv = conv is not None and len(conv)
+    marks = {m: improving(conv, m) for m in conv["metric"].unique()} if has_conv else {}
     paths = [
-        write_table_md(rows, out / "table.md"),
+        write_table_md(rows, out / "table.md", marks),
         write_table_tex(rows, out / "table.tex"),
         write_speedup_md(rows, out / "speedup.md"),
         write_csv(summarize(rows), out / "summary.csv"),
@@ -41,5 +47,9 @@ def write_reports(rows: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     for d, m, g in groups(rows):
         stem = out / (f"{d}_{m}_vs_nfe" if several else f"{m}_vs_nfe")
         plot_metric_vs_nfe(g, m, stem)
+        paths += [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")]
+    for m in sorted(conv["metric"].unique()) if has_conv else []:
+        stem = out / f"{m}_vs_step"
+        plot_metric_vs_step(conv, m, stem)
         paths += [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")]
     return paths

@@ -71,12 +71,28 @@ def cell_text(r) -> str:
     return text + (f" ({r.failed:.0f} failed)" if r.failed else "")
 
 
-def table(rows: pd.DataFrame, metric: str, style: str = "plain") -> pd.DataFrame:
+SEPARATION = 2.0  # standard errors: a method within this of the best is not told apart
+
+
+def best_of(rivals: pd.DataFrame) -> list[str]:
+    """The best (lowest mean) and every method not separable from it: its mean is within
+    ``SEPARATION`` standard errors of the difference, sqrt(s_i^2 / n_i + s_best^2 / n_best)
+    (both over >= 2 seeds; with one seed only equal means tie)."""
+    b = rivals.loc[rivals["mean"].idxmin()]
+    se = (rivals["std"] ** 2 / rivals["n"] + b["std"] ** 2 / b["n"]) ** 0.5
+    close = (rivals["n"] >= 2) & (b["n"] >= 2) & (rivals["mean"] - b["mean"] <= SEPARATION * se)
+    return sorted(rivals.loc[(rivals["mean"] <= b["mean"]) | close, "method"])
+
+
+def table(
+    rows: pd.DataFrame, metric: str, style: str = "plain", improving: set[str] = frozenset()
+) -> pd.DataFrame:
     """Methods x NFE strings "mean ± std" (over seeds); "n/a" not applicable, "—" missing.
 
-    An adaptive baseline fills the "adaptive" column as "value (nfe N)". The lowest mean per NFE
-    column (the exact floor excluded) is bold for ``style`` "md"/"tex"; ``attrs["best"]`` maps each
-    column to its best methods for every style.
+    An adaptive baseline fills the "adaptive" column as "value (nfe N)". Per NFE column the best
+    and every method not separable from it (``best_of``; the exact floor excluded) are bold for
+    ``style`` "md"/"tex"; ``attrs["best"]`` maps each column to them for every style. Methods in
+    ``improving`` (still improving at the end of the budget) get a dagger.
     """
     s = one(rows, metric)
     fixed = s[~s["method"].map(is_adaptive).astype(bool)]
@@ -90,8 +106,7 @@ def table(rows: pd.DataFrame, metric: str, style: str = "plain") -> pd.DataFrame
     for n in nfes:
         rivals = fixed[(fixed["nfe"] == n) & (fixed["method"] != FLOOR) & (fixed["n"] > 0)]
         if len(rivals):
-            lo = rivals["mean"].min()
-            best[str(n)] = sorted(rivals.loc[rivals["mean"] <= lo, "method"])
+            best[str(n)] = best_of(rivals)
     for r in s.itertuples():
         col = "adaptive" if is_adaptive(r.method) else str(int(r.nfe))
         text = cell_text(r)
@@ -102,6 +117,8 @@ def table(rows: pd.DataFrame, metric: str, style: str = "plain") -> pd.DataFrame
         if r.method in best.get(col, ()):
             text = {"md": f"**{text}**", "tex": f"\\textbf{{{text}}}"}.get(style, text)
         out.loc[r.method, col] = text
+    out.index = [f"{m} †" if m in improving else m for m in out.index]
+    out.index.name = "method"
     if style == "tex":
         out.index = [m.replace("_", "\\_") for m in out.index]
         out = out.replace(MISSING, "--")
@@ -123,14 +140,20 @@ def md_table(df: pd.DataFrame, index: bool = True) -> str:
     return "\n".join(lines)
 
 
-def write_table_md(rows: pd.DataFrame, path: str | Path) -> Path:
-    """``table.md``: one section per (dataset, metric)."""
-    parts = [
-        "# Results vs NFE\n\nmean ± std over seeds; lower is better; **bold**: best per NFE"
-        " (the exact floor excluded); n/a: not applicable; —: not run.\n"
-    ]
+LEGEND = (
+    "mean ± std over seeds; lower is better; **bold**: the best per NFE and every method within "
+    "2 standard errors of it (the exact floor excluded); †: still improving at the end of the "
+    "budget (its NFE-1 value fell by > 5 % over the last half of training); n/a: not "
+    "applicable; —: not run."
+)
+
+
+def write_table_md(rows: pd.DataFrame, path: str | Path, improving: dict | None = None) -> Path:
+    """``table.md``: one section per (dataset, metric); ``improving``: {metric: methods}."""
+    parts = [f"# Results vs NFE\n\n{LEGEND}\n"]
     for d, m, g in groups(rows):
-        parts.append(f"## {m} ({d})\n\n{md_table(table(g, m, 'md'))}\n")
+        marked = (improving or {}).get(m, set())
+        parts.append(f"## {m} ({d})\n\n{md_table(table(g, m, 'md', marked))}\n")
     return write_text(Path(path), "\n".join(parts))
 
 

@@ -1,0 +1,108 @@
+"""Stopping a run: Ctrl-C and SIGTERM save the exact step and exit 130 / 143 with one line;
+SIGKILL loses at most the steps since the last checkpoint; every rerun finishes with the numbers
+of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from benchmarks.rows import read_rows
+
+ROOT = Path(__file__).resolve().parent.parent
+VALUES = ["method", "seed", "nfe", "metric", "value", "note"]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def _cli(out: Path, methods: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.run", "--methods", methods, "--dataset", "gmm",
+            "--budget", "smoke", "--out", str(out), "--quiet", "train.steps=1500",
+            "train.log_every=10", "train.ckpt_every=500", *extra]  # fmt: skip
+
+
+def _log_steps(out: Path, method: str) -> list[int]:
+    log = out / "gmm" / "runs" / f"{method}-s0" / "log.jsonl"
+    return [json.loads(x)["step"] for x in log.read_text().splitlines()] if log.exists() else []
+
+
+def _start_and_wait(out: Path, methods: str, min_step: int, *extra: str) -> subprocess.Popen:
+    """Start a run; return once every method's log has passed ``min_step``."""
+    proc = subprocess.Popen(_cli(out, methods, *extra), cwd=ROOT, env=ENV, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.time() + 240
+    while any(max(_log_steps(out, m), default=0) < min_step for m in methods.split(",")):
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"the run ended (or stalled) before step {min_step}: {proc.communicate()}")
+        time.sleep(0.05)
+    return proc
+
+
+def _values(out: Path, name: str = "metrics.csv") -> pd.DataFrame:
+    df = read_rows(out / "gmm" / name)
+    cols = [c for c in ["step", *VALUES] if c in df]
+    return df[cols].sort_values(cols[:4]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The uninterrupted run of lmd and ct."""
+    out = tmp_path_factory.mktemp("ref")
+    subprocess.run(_cli(out, "lmd,ct"), check=True, cwd=ROOT, env=ENV)
+    return out
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_saves_the_exact_step_and_resumes(reference, tmp_path, sig, code) -> None:
+    proc = _start_and_wait(tmp_path, "lmd", 30)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code
+    assert out == "" and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err and err.startswith("interrupted: lmd-s0 at step ")
+    step = int(err.split("at step ")[1].split(" of ")[0])
+    ckpt = torch.load(tmp_path / "gmm" / "runs" / "lmd-s0" / "ckpt.pt", weights_only=False)
+    assert ckpt["step"] == step and 30 <= step < 1500, "saved at the step reached, not at 500"
+    assert max(_log_steps(tmp_path, "lmd")) <= step
+    subprocess.run(_cli(tmp_path, "lmd"), check=True, cwd=ROOT, env=ENV)
+    assert _log_steps(tmp_path, "lmd") == _log_steps(reference, "lmd")
+    got, ref = _values(tmp_path), _values(reference)
+    ref = ref[ref["method"].isin(set(got["method"]))].reset_index(drop=True)
+    assert "lmd" in set(got["method"])
+    pd.testing.assert_frame_equal(got, ref)
+
+
+def test_interrupt_stops_every_worker_of_jobs_2(reference, tmp_path) -> None:
+    proc = _start_and_wait(tmp_path, "lmd,ct", 30, "--jobs", "2")
+    proc.send_signal(signal.SIGINT)  # to the launcher only: it relays the stop to its workers
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and len(err.strip().splitlines()) == 1, err
+    for m in ("lmd", "ct"):
+        assert f"{m}-s0 at step " in err
+        ckpt = torch.load(tmp_path / "gmm" / "runs" / f"{m}-s0" / "ckpt.pt", weights_only=False)
+        assert 30 <= ckpt["step"] < 1500
+    subprocess.run(_cli(tmp_path, "lmd,ct", "--jobs", "2"), check=True, cwd=ROOT, env=ENV)
+    pd.testing.assert_frame_equal(_values(tmp_path), _values(reference))
+    pd.testing.assert_frame_equal(_values(tmp_path, "convergence.csv"),
+                                  _values(reference, "convergence.csv"))  # fmt: skip
+
+
+def test_sigkill_then_resume_matches_uninterrupted(reference, tmp_path) -> None:
+    proc = _start_and_wait(tmp_path, "lmd,ct", 520)  # past the first periodic checkpoint
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "gmm" / "metrics.csv").exists()
+    subprocess.run(_cli(tmp_path, "lmd,ct"), check=True, cwd=ROOT, env=ENV)
+    pd.testing.assert_frame_equal(_values(tmp_path), _values(reference))
+    pd.testing.assert_frame_equal(_values(tmp_path, "convergence.csv"),
+                                  _values(reference, "convergence.csv"))  # fmt: skip
+    assert not list(tmp_path.rglob("*.tmp")), "partial files left behind"
