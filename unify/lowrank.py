@@ -10,18 +10,23 @@ and Cov(dI/dt, I_t | k) = gamma_k I + U_k diag(delta_k) U_k^T, gamma_k = a a' + 
 delta_k = b b' lam_k. Woodbury, (A + U B U^T)^-1 = A^-1 - A^-1 U (B^-1 + U^T A^-1 U)^-1 U^T A^-1,
 with A = alpha I and U^T U = I gives C_k^-1 = I / alpha - U diag(beta / (alpha (alpha + beta))) U^T,
 so the inverse, the log-determinant and the conditional mean of dI/dt cost O(d r) per point and
-component; no d x d matrix is formed and nothing divides by a(t) or b(t) (alpha >= min(a^2, s^2)).
+component; no d x d matrix is formed and nothing divides by a(t) or b(t): the only divisor is
+alpha = a^2 + b^2 s^2 >= min(1, s^2) (a^2 + b^2) > 0.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from unify.interpolant import Interpolant
 from unify.ode import solve
+
+if TYPE_CHECKING:  # unify.exact imports this module
+    from unify.exact import GaussianMixture
 
 _F64 = torch.float64
 
@@ -205,12 +210,10 @@ class LowRankGaussianMixture:
 
     def component_covs(self) -> Tensor:
         """S_k = U_k diag(lam_k) U_k^T + s_k^2 I, dense (K, d, d) (small d: tests, ``to_full``)."""
-        eye = torch.eye(self.dim, dtype=_F64)
-        return (self.U * self.lam[:, None, :]) @ self.U.transpose(1, 2) + self.s[
-            :, None, None
-        ] ** 2 * eye
+        iso = self.s[:, None, None] ** 2 * torch.eye(self.dim, dtype=_F64)
+        return (self.U * self.lam[:, None, :]) @ self.U.transpose(1, 2) + iso
 
-    def to_full(self):
+    def to_full(self) -> GaussianMixture:
         """The same law as a full-covariance :class:`unify.exact.GaussianMixture` (small d only)."""
         from unify.exact import GaussianMixture
 
