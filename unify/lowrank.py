@@ -117,7 +117,7 @@ class LowRankGaussianMixture:
         """
         p = self._params(x.device, dtype)
         xf = x.reshape(x.shape[0], self.dim).to(dtype)
-        a, b, da, db = (c.to(dtype)[:, None] for c in interpolant.coeffs(t))  # (B, 1)
+        a, b, da, db = (c[:, None] for c in interpolant.coeffs(t.to(dtype)))  # (B, 1)
         alpha = a**2 + b**2 * p["s"] ** 2  # (B, K)
         beta = b[..., None] * b[..., None] * p["lam"]  # (B, K, r)
         zs, logp = [], []
