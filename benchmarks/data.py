@@ -72,18 +72,58 @@ def _cifar_missing_message(folder: Path, missing: list[str], reason: str = "") -
     )
 
 
-def _read_cifar_batch(path: Path) -> np.ndarray:
-    """Read one CIFAR-10 python pickle batch -> uint8 ``(N, 3, 32, 32)``."""
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """One CIFAR-10 python pickle batch -> uint8 ``(N, 3, 32, 32)`` and int64 labels ``(N,)``.
+
+    The labels are ``None`` when the key ``labels`` is missing or not N ints in ``[0, 10)``.
+    """
     with open(path, "rb") as f:
         entry: dict[Any, Any] = pickle.load(f, encoding="bytes")
     data = entry.get(b"data", entry.get("data"))
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.shape[1:] != (3072,):
         raise DataError(f"{path}: key 'data' must be uint8 (N, 3072) as in {CIFAR10_URL}")
-    return data.reshape(-1, 3, 32, 32)
+    y = np.asarray(entry.get(b"labels", entry.get("labels", [])))
+    ok = y.shape == (len(data),) and y.dtype.kind in "iu" and bool(((y >= 0) & (y < 10)).all())
+    return data.reshape(-1, 3, 32, 32), y.astype(np.int64) if ok else None
+
+
+def cifar10(root: str | Path, train: bool = True, download: bool = True) -> Tensor:
+    """CIFAR-10 images as float32 ``(N, 3, 32, 32)`` in ``[-1, 1]`` (50,000 train / 10,000 test).
+
+    Reads the python pickle batches under ``root/cifar-10-batches-py`` directly. If they are
+    missing and ``download`` is true, torchvision downloads them first; any failure (offline,
+    bad archive, torchvision absent) becomes a :class:`DataError`.
+    """
+    files = _cifar_files(root, train, download)
+    return uint8_to_float(np.concatenate([_read_cifar_batch(p)[0] for p in files]))
 
 
 def cifar10_check(root: str | Path, train: bool = True, download: bool = True) -> Path:
-    """The CIFAR-10 batch folder under ``root``, downloaded first when missing and ``download``.
+    """The CIFAR-10 batch folder under ``root`` (downloaded first when missing and allowed)."""
+    return _cifar_files(root, train, download)[0].parent
+
+
+def cifar10_labeled(
+    root: str | Path, train: bool = True, download: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10 as stored: uint8 images ``(N, 3, 32, 32)`` and int64 class labels ``(N,)``.
+
+    Same files, search and download behaviour as :func:`cifar10`.
+    """
+    images, labels = [], []
+    for path in _cifar_files(root, train, download):
+        x, y = _read_cifar_batch(path)
+        if y is None:
+            raise DataError(
+                f"{path}: key 'labels' must be {len(x)} ints in [0, 10) ({CIFAR10_URL})"
+            )
+        images.append(x)
+        labels.append(y)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _cifar_files(root: str | Path, train: bool, download: bool) -> list[Path]:
+    """The batch files of a split, downloaded by torchvision first if missing and allowed.
 
     Any failure (offline, bad archive, torchvision absent) becomes a :class:`DataError`.
     """
@@ -103,19 +143,7 @@ def cifar10_check(root: str | Path, train: bool = True, download: bool = True) -
             raise DataError(_cifar_missing_message(folder, missing(), reason)) from None
     if missing():
         raise DataError(_cifar_missing_message(folder, missing()))
-    return folder
-
-
-def cifar10(root: str | Path, train: bool = True, download: bool = True) -> Tensor:
-    """CIFAR-10 images as float32 ``(N, 3, 32, 32)`` in ``[-1, 1]`` (50,000 train / 10,000 test).
-
-    Reads the python pickle batches under ``root/cifar-10-batches-py`` directly. If they are
-    missing and ``download`` is true, torchvision downloads them first; any failure (offline,
-    bad archive, torchvision absent) becomes a :class:`DataError`.
-    """
-    folder = cifar10_check(root, train, download)
-    names = CIFAR10_TRAIN if train else CIFAR10_TEST
-    return uint8_to_float(np.concatenate([_read_cifar_batch(folder / n) for n in names]))
+    return [folder / n for n in names]
 
 
 # --------------------------------------------------------------------------- ImageNet-32

@@ -13,6 +13,7 @@ from benchmarks.data import (
     DataError,
     checkerboard,
     cifar10,
+    cifar10_labeled,
     imagenet32,
     npz_images,
     to_uint8,
@@ -63,6 +64,21 @@ def test_cifar10_reads_fake_batches(tmp_path: Path) -> None:
     torch.testing.assert_close(train, _expected(expected))
     test = cifar10(str(tmp_path), train=False, download=True)  # present: no download attempted
     torch.testing.assert_close(test, _expected(written["test_batch"]))
+
+
+def test_cifar10_labeled_reads_uint8_and_labels(tmp_path: Path) -> None:
+    written = _write_fake_cifar(tmp_path)
+    images, labels = cifar10_labeled(tmp_path, train=False, download=False)
+    assert images.dtype == np.uint8 and images.shape == (2, 3, 32, 32)
+    np.testing.assert_array_equal(images, written["test_batch"])
+    assert labels.dtype == np.int64 and labels.tolist() == [0, 1]
+    images, labels = cifar10_labeled(tmp_path, train=True, download=False)
+    assert images.shape == (10, 3, 32, 32) and labels.tolist() == [0, 1] * 5
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as f:  # no labels
+        pickle.dump({b"data": written["test_batch"].reshape(2, 3072)}, f)
+    with pytest.raises(DataError, match="labels"):
+        cifar10_labeled(tmp_path, train=False, download=False)
+    assert cifar10(tmp_path, train=False, download=False).shape == (2, 3, 32, 32)  # images only
 
 
 def test_cifar10_missing_raises_clear_error(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """Exact oracles: targets whose velocity b_t and flow map X_{s,t} are known in closed form.
 
 They are the known-velocity teachers of the distillation losses and the ground truth of the tests
-and of the 2D benchmark. Both oracles work with any :class:`~unify.interpolant.Interpolant`.
+and of the 2D benchmark. All oracles work with any :class:`~unify.interpolant.Interpolant`.
+:class:`LowRankGaussianMixture` (low-rank-plus-isotropic covariances, for image dimensions) lives in
+:mod:`unify.lowrank` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from unify.interpolant import Interpolant, bcast
+from unify.lowrank import LowRankGaussianMixture
 from unify.ode import solve
+
+__all__ = ["GaussianMixture", "GaussianTarget", "LowRankGaussianMixture", "OracleNet"]
 
 _GL_NODES, _GL_WEIGHTS = (torch.from_numpy(a) for a in np.polynomial.legendre.leggauss(24))
 
