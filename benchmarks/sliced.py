@@ -4,6 +4,10 @@ Along a unit direction theta a Gaussian mixture ``sum_k w_k N(mu_k, Sigma_k)`` p
 mixture ``F_theta = sum_k w_k N(theta . mu_k, theta^T Sigma_k theta)``, whose CDF and partial
 first moment are closed forms. The 1D W2 between the empirical law of N samples and F_theta is
 then exact (no reference sample, no quadrature), so only the model's own sample noise remains.
+
+Use (``sliced_w2_table`` with a cached ``slice_table``; evaluation noise from ``sobol_normal``):
+on gmm (8-ring, radius 4, std 0.4) the exact flow map of 2048 Sobol points scores 0.023 +- 0.001
+(3 seeds), 1.2 % of the 1.92 between N(0, I) and the data; i.i.d. noise scores 0.15 +- 0.04.
 """
 
 from __future__ import annotations
@@ -163,8 +167,21 @@ def sliced_w2_exact(
 ) -> float:
     """Sliced W2 between the samples ``(N, d)`` and the oracle's exact law, in data units.
 
-    ``SW2 = sqrt(mean_theta W2^2(P_theta # samples, P_theta # p*))`` over ``directions(n_proj,
-    d, generator)``, each 1D term exact. Same as ``sliced_w2_table(samples, slice_table(...))``.
+    ``SW2 = sqrt(mean_theta W2^2(theta # q_N, theta # p*))`` over ``directions(n_proj, d,
+    generator)``, each 1D term exact (``sliced_w2_table``); ``= sliced_w2_table(samples,
+    slice_table(oracle, N, n_proj, generator))``; build the table once to score many sample sets.
+
+    Bias: ``E SW2^2 = SW2^2(q, p*) + b_N``, ``b_N > 0`` the distance of N samples to their own
+    law. For i.i.d. samples of a multimodal law the mode counts are off by ~sqrt(w / N) and moving
+    that mass across a gap D costs D^2 |dw|, so ``b_N ~ N^-1/2`` and the floor SW2 ~ N^-1/4 (gmm:
+    0.148 +- 0.038 at N = 2000, 0.055 +- 0.020 at 16384; 3 seeds). A deterministic sampler fed
+    low-discrepancy noise (``sobol_normal``) keeps the counts right: 0.023 +- 0.001 at 2048,
+    0.005 +- 0.0004 at 16384; a sampler that re-noises with i.i.d. noise keeps part of the
+    term (the exact sampler re-noised at t = 0.5: 0.068 +- 0.014 at 2048). Variance: over noise
+    draws, about the floor's spread (the same term; trained gmm models at 2048 Sobol points: std
+    ~0.001); projection error with the 2D rotated grid < 1e-6 at n_proj = 64.
+    Scale: a point mass at the data mean scores ``sqrt(tr Cov / d)`` (2.86 on gmm), N(0, I)
+    scores 1.92 on gmm. Lower is better.
     """
     if samples.ndim < 2 or len(samples) < 1:
         raise ValueError(f"sliced_w2_exact: need (N, d) samples, got {tuple(samples.shape)}")

@@ -152,3 +152,14 @@ def test_shapes_and_errors():
         sliced_w2_exact(torch.zeros(10, 3), RING)
     with pytest.raises(ValueError):
         sliced_w2_table(torch.zeros(10, 2), slice_table(RING, 11))
+
+
+def test_sobol_normal_balances_sectors():
+    """Low-discrepancy noise: angular sectors (the ring's modes under the exact map) stay balanced."""
+    for seed in (0, 1):
+        z = sobol_normal(2048, 2, seed=seed)
+        assert z.dtype == torch.float32 and bool(torch.isfinite(z).all())
+        assert float(z.mean(0).abs().max()) < 0.01 and float((z.std(0) - 1).abs().max()) < 0.01
+        sector = ((torch.atan2(z[:, 1], z[:, 0]) + math.pi) / (2 * math.pi) * 8).long().clamp(0, 7)
+        counts = torch.bincount(sector, minlength=8)
+        assert int((counts - 256).abs().max()) <= 6, counts  # i.i.d.: +-15 (one std) per sector
