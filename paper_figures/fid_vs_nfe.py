@@ -1,96 +1,92 @@
-"""Figure 1: quality against NFE (log-2 axis), one panel per dataset, teachers as references.
+"""Figure 1: quality against NFE as small multiples, one file per dataset (``fid_vs_nfe_<d>``).
 
-Top row: each dataset's primary metric (fid for images, w2 for 2D); second row: the flow-map
-error where the dataset has an exact oracle. Learned methods are solid lines with markers (std
-error bars over seeds); fm-euler / fm-heun dashed; fm-dopri5 a star at its counted NFE; the
-exact floor a dotted line and fm-dopri5 (adaptive, often hundreds of NFE) a dash-dot line labelled
-whose counted NFE is in the panel title, so the axis stays on the sweep's NFEs (``speedup``
-places it on the NFE axis). Not-applicable cells are left out, never drawn as zero. Every plotted
-series has ``gid`` = method name.
+Rows: the dataset's metrics, all lower-is-better (the primary one first: fid for images, w2 for 2D; then e.g. the
+flow-map error where an oracle exists). Columns: one panel per ``Method.family`` present
+(consistency, teacher-distilled, self-distilled; a method name not in ``methods.METHODS`` goes to
+an "other" panel), panels of a row sharing their y axis. In each panel the family's learned
+methods are solid lines in their colour and marker, the mean over seeds at each NFE, with the
+spread over seeds drawn as a shaded band from mean - std to mean + std (sample std over seeds; a
+method with a single NFE gets an error bar instead; nothing where only one seed has a value).
+Every panel repeats the solver baselines as thin reference lines in
+:func:`benchmarks.report.style.baseline_style` (fm-* grey, exact-* black; Euler dashed, Heun
+dash-dot, the adaptive dopri5 a star at its counted NFE, mean over seeds) and the exact floor as
+a dotted line. n/a cells, failed cells and diverged samplers are left out, never drawn as zero.
+Series have ``gid`` = method name, bands "<method>/band", panels "<dataset>/<metric>/<family>".
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from paper_figures import style
-from paper_figures.common import Made, cells, load_rows, primary_metric
+from paper_figures.common import Made, cells, family, load_rows, metrics_of, panels
 
 NAME = "fid_vs_nfe"
-SECOND = "flowmap_err"
 
 
-def panels(rows: pd.DataFrame) -> list[list[tuple[str, str] | None]]:
-    """Grid of (dataset, metric) per panel: primary metrics, then flowmap_err where present."""
-    names = sorted(rows["dataset"].unique())
-    grid: list[list[tuple[str, str] | None]] = [
-        [(d, primary_metric(rows[rows["dataset"] == d])) for d in names]
-    ]
-    has = [SECOND in set(rows.loc[rows["dataset"] == d, "metric"]) for d in names]
-    if any(has) and all(m != SECOND for _, m in grid[0]):
-        grid.append([(d, SECOND) if h else None for d, h in zip(names, has)])
-    return grid
-
-
-def draw(ax: Axes, rows: pd.DataFrame, metric: str) -> None:
-    """One panel: ``metric`` of one dataset's rows against NFE, each method its own series."""
-    s = cells(rows, metric)
+def draw_references(ax: Axes, s: pd.DataFrame) -> None:
+    """Baselines as thin lines (adaptive ones a star at the counted NFE), the floor dotted."""
     for m in style.order(s["method"].unique()):
+        if style.is_learned(m):
+            continue
         d = s[s["method"] == m].sort_values("nfe")
-        kw = style.line_style(m)
+        kw = style.line_style(m, thin=True)
         if m == style.EXACT:
             ax.axhline(d["mean"].mean(), label=m, gid=m, **kw)
+        else:
+            ax.plot(d["nfe"], d["mean"], label=m, gid=m, zorder=1.5, **kw)
+
+
+def draw_panel(ax: Axes, s: pd.DataFrame, panel: str | None) -> None:
+    """One panel: the learned methods of family ``panel`` (mean and spread) over the references."""
+    draw_references(ax, s)
+    for m in style.order(s["method"].unique()):
+        if not style.is_learned(m) or family(m) != panel:
             continue
-        if m == style.ADAPTIVE:  # its counted NFE goes in the panel title
-            y = d["mean"].mean()
-            ax.axhline(y, label=m, gid=m, color=kw["color"], linestyle="-.", linewidth=1.0)
-            continue
-        ax.plot(d["nfe"], d["mean"], label=m, gid=m, **kw)
-        if (d["std"].fillna(0) > 0).any():
-            ax.errorbar(
-                d["nfe"], d["mean"], yerr=d["std"].fillna(0), fmt="none", ecolor=kw["color"],
-                capsize=2, elinewidth=0.8,
-            )  # fmt: skip
-    nfes = s.loc[s["method"] != style.ADAPTIVE, "nfe"].to_numpy(dtype=float)
-    style.nfe_axis(ax, nfes if len(nfes) else [1.0])
-    style.maybe_log_y(ax, s["mean"])
-    ax.set_ylabel(f"{metric} (lower is better)")
+        d = s[s["method"] == m].sort_values("nfe")
+        ax.plot(d["nfe"], d["mean"], label=m, gid=m, zorder=3, **style.line_style(m))
+        style.band(ax, d["nfe"], d["mean"], d["std"], m)
 
 
-def title(rows: pd.DataFrame, dataset: str, metric: str, first: bool) -> str:
-    """Panel title: the dataset (first row) with fm-dopri5's counted NFE, else dataset: metric."""
-    if not first:
-        return f"{dataset}: {metric}"
-    nfe = rows.loc[rows["method"] == style.ADAPTIVE, "nfe"]
-    return f"{dataset} ({style.ADAPTIVE}: {nfe.mean():.0f} NFE)" if len(nfe) else dataset
-
-
-def figure(rows: pd.DataFrame) -> Figure:
-    """The whole figure from metrics rows of one or more datasets."""
-    grid = panels(rows)
-    fig = style.figure(len(grid), len(grid[0]), row=2.1)
-    axes = np.atleast_2d(fig.subplots(len(grid), len(grid[0]), squeeze=False))
-    for i, row in enumerate(grid):
-        for j, cell in enumerate(row):
+def figure(rows: pd.DataFrame, dataset: str) -> Figure:
+    """Metrics (rows) x families (columns) of one dataset's metrics rows."""
+    metrics = metrics_of(rows)
+    summaries = {metric: cells(rows, metric) for metric in metrics}
+    learned = sorted({m for s in summaries.values() for m in s["method"]})
+    columns: list[str | None] = list(panels(learned)) or [None]
+    fig = style.figure(len(metrics), len(columns), panel=2.2, row=1.9)
+    axes = fig.subplots(len(metrics), len(columns), squeeze=False, sharex=True, sharey="row")
+    nfes = pd.concat([s["nfe"] for s in summaries.values()]).to_numpy(dtype=float)
+    for i, metric in enumerate(metrics):
+        s = summaries[metric]
+        for j, panel in enumerate(columns):
             ax = axes[i, j]
-            if cell is None:
-                ax.set_axis_off()
-                continue
-            d, metric = cell
-            draw(ax, rows[rows["dataset"] == d], metric)
-            ax.set_title(title(rows[rows["dataset"] == d], d, metric, first=i == 0))
-    style.legend(fig, axes.flat)
+            ax.set_gid(f"{dataset}/{metric}/{panel or 'baselines'}")
+            draw_panel(ax, s, panel)
+            if i == 0:
+                ax.set_title(f"{dataset}: {panel or 'baselines only'}")
+        style.nfe_axis(axes[i, 0], nfes if len(nfes) else [1.0])
+        style.maybe_log_y(axes[i, 0], s["mean"])
+        axes[i, 0].set_ylabel(metric)
+        for ax in axes[i, 1:]:
+            ax.tick_params(labelleft=False)
+    for ax in axes.flat:
+        ax.set_xlabel("NFE" if ax in axes[-1] else "")
+    style.family_legends(fig, axes, columns)
     return fig
 
 
 def make(results: Path, out: Path) -> list[Path]:
-    """Write ``fid_vs_nfe.{pdf,png}`` from every ``<results>/<dataset>/metrics.csv``."""
+    """Write ``fid_vs_nfe_<dataset>.{pdf,png}`` from each ``<results>/<dataset>/metrics.csv``."""
     rows = load_rows(results)
+    paths, figures = [], {}
     with style.context():
-        fig = figure(rows)
-        return Made(style.save(fig, out, NAME), {NAME: fig}, [])
+        for d in sorted(rows["dataset"].unique()):
+            stem = f"{NAME}_{d}"
+            figures[stem] = figure(rows[rows["dataset"] == d], d)
+            paths += style.save(figures[stem], out, stem)
+    return Made(paths, figures, [])

@@ -1,7 +1,10 @@
-"""One look for every paper figure: fonts, sizes, line styles and one colour per method.
+"""One look for every paper figure: fonts, sizes, and each method's colour and line style.
 
-Colours come from :func:`benchmarks.report.method_color`, the same mapping the harness's own
-plots use, so a method has one colour in every figure of the project.
+Colours, baseline line styles and method order come from :mod:`benchmarks.report.style`, the
+mapping the harness's own plots use, so a method looks the same in every figure of the project;
+this module adds only the paper's fonts and sizes and a marker per learned method (a second cue
+that survives grey-scale print). Files are written without a creation date, so regenerating a
+figure from unchanged results rewrites identical bytes.
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from benchmarks.report.style import method_color
-from benchmarks.rows import ADAPTIVE_SOLVER, BASELINES, FLOOR, is_baseline
+from benchmarks.atomic import atomic_open
+from benchmarks.report.plots import NO_DATE
+from benchmarks.report.style import baseline_style, method_color
+from benchmarks.report.style import order as method_order
+from benchmarks.rows import FLOOR, is_baseline
 from methods import METHODS
 
-ADAPTIVE, EXACT, KNOWN_METHODS = f"fm-{ADAPTIVE_SOLVER}", FLOOR, tuple(sorted(METHODS))
+EXACT, KNOWN_METHODS = FLOOR, tuple(sorted(METHODS))
 
 TEXT_WIDTH = 6.75  # inches: a two-column paper's full text width
 RC: dict[str, Any] = {
@@ -50,12 +56,6 @@ RC: dict[str, Any] = {
 }
 #: markers of learned methods (after the colour, a second cue that survives grey-scale print)
 MARKERS = ("o", "v", "^", "<", ">", "*", "s", "D", "d", "P", "8", "p", "h", "H", "X")
-_TEACHER_STYLE = {
-    "fm-euler": dict(linestyle="--", marker="o", markersize=3.5, linewidth=1.1),
-    "fm-heun": dict(linestyle="--", marker="s", markersize=3.5, linewidth=1.1),
-    ADAPTIVE: dict(linestyle="none", marker="*", markersize=11, zorder=5),
-    EXACT: dict(linestyle=":", linewidth=1.2, marker="none"),
-}
 
 
 @contextlib.contextmanager
@@ -77,17 +77,36 @@ def marker(method: str) -> str:
     return MARKERS[i % len(MARKERS)]
 
 
-def line_style(method: str) -> dict[str, Any]:
-    """Keyword arguments for ``Axes.plot``: teachers dashed/starred, learned methods solid."""
-    base = dict(color=color(method), marker=marker(method), markersize=3.5)
-    return base | _TEACHER_STYLE.get(method, {})
+def line_style(method: str, thin: bool = False) -> dict[str, Any]:
+    """Keyword arguments for ``Axes.plot``: a baseline's :func:`baseline_style` (``thin``: as a
+    light reference line), a learned method solid in its colour with its marker."""
+    if is_baseline(method):
+        kw = baseline_style(method)
+        if thin:
+            kw |= dict(linewidth=0.8, markersize=8 if kw.get("marker") == "*" else 2.5)
+        return kw
+    return dict(color=color(method), marker=marker(method), markersize=3.5)
 
 
 def order(methods: Iterable[str]) -> list[str]:
-    """Learned methods sorted by name, then the teacher baselines, then the exact floor."""
-    names = set(methods)
-    learned = sorted(m for m in names if not is_baseline(m))
-    return learned + [m for m in (*BASELINES, FLOOR) if m in names]
+    """:func:`benchmarks.report.style.order`: learned methods sorted, baselines, then the floor."""
+    return method_order(list(methods))
+
+
+def band(ax: Axes, x: Any, mean: Any, std: Any, method: str) -> None:
+    """The spread over seeds: mean +- std shaded in the method's colour (gid "<method>/band");
+    a lone point gets an error bar instead. Nothing is drawn where std is 0 or unknown."""
+    x, mean, std = (np.asarray(v, dtype=float) for v in (x, mean, std))
+    std = np.nan_to_num(std)
+    if not (std > 0).any():
+        return
+    if len(x) == 1:
+        bars = ax.errorbar(x, mean, yerr=std, fmt="none", ecolor=color(method), capsize=2,
+                           elinewidth=0.8)  # fmt: skip
+        bars.lines[2][0].set_gid(f"{method}/band")
+        return
+    ax.fill_between(x, mean - std, mean + std, color=color(method), alpha=0.18, linewidth=0,
+                    gid=f"{method}/band")  # fmt: skip
 
 
 def is_learned(method: str) -> bool:
@@ -156,15 +175,37 @@ def legend(fig: Figure, axes: Iterable[Axes], ncol: int | None = None) -> None:
     )
 
 
+def family_legends(fig: Figure, axes: np.ndarray, columns: Sequence[str | None]) -> None:
+    """Per-family small multiples: each column's learned methods in a legend under its bottom
+    panel (``None`` columns get none); baselines and the floor in one legend above the panels."""
+    refs: dict[str, Any] = {}
+    for j, panel in enumerate(columns):
+        mine: dict[str, Any] = {}
+        for ax in axes[:, j]:
+            for h, n in zip(*ax.get_legend_handles_labels()):
+                (mine if is_learned(n) else refs).setdefault(n, h)
+        if mine and panel is not None:
+            names = sorted(mine)
+            axes[-1, j].legend([mine[n] for n in names], names, loc="upper center",
+                               bbox_to_anchor=(0.5, -0.32), ncol=2 if len(names) > 3 else 1,
+                               fontsize=6.5, handlelength=1.8)  # fmt: skip
+    if refs:
+        names = order(refs)
+        fig.legend([refs[n] for n in names], names, loc="outside upper center",
+                   ncol=len(names), fontsize=6.5, handlelength=2.0)  # fmt: skip
+
+
 def _balanced(n: int, most: int) -> int:
     """Columns for n legend entries, at most ``most``, with rows as evenly filled as possible."""
     return math.ceil(n / math.ceil(n / most))
 
 
 def save(fig: Figure, out: Path, stem: str) -> list[Path]:
-    """Write ``out/stem.pdf`` and ``out/stem.png``; returns both paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{stem}.pdf", out / f"{stem}.png"]
+    """Write ``out/stem.pdf`` and ``out/stem.png`` atomically, without a creation date
+    (``benchmarks.report.plots.NO_DATE``); returns both paths."""
+    paths = [Path(out) / f"{stem}.pdf", Path(out) / f"{stem}.png"]
     for p in paths:
-        fig.savefig(p)
+        ext = p.suffix[1:]
+        with atomic_open(p, "wb") as f:
+            fig.savefig(f, format=ext, metadata=NO_DATE[ext])
     return paths

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.report import table
-from benchmarks.rows import BASELINES
+from benchmarks.rows import is_baseline
 from paper_figures import style
 from paper_figures.common import Made, load_rows, primary_metric
 
@@ -52,7 +52,7 @@ def latex(cells: pd.DataFrame, heads: list[tuple[str, str, int]]) -> str:
         col += w
     nfe = " & ".join(c.split("/", 1)[1] for c in cells.columns)
     body = [f"{m} & " + " & ".join(r) + r" \\" for m, r in cells.iterrows()]
-    n_learned = sum(_plain(m) not in BASELINES for m in cells.index)
+    n_learned = sum(not is_baseline(_plain(m)) for m in cells.index)
     if 0 < n_learned < len(body):
         body.insert(n_learned, r"\midrule")
     return "\n".join(
