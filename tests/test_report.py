@@ -74,35 +74,46 @@ def test_table_strings_and_best(rows):
     assert tex.loc["ct", "8"] == "--"
 
 
-def _lines(fig):
-    return {ln.get_gid(): ln for ln in fig.axes[0].lines if ln.get_gid()}
+def _lines(ax):
+    return {ln.get_gid(): ln for ln in ax.lines if ln.get_gid()}
+
+
+def _panels(fig):
+    return {ax.get_gid(): ax for ax in fig.axes}
 
 
 def test_plot_series_match_fixture(rows, tmp_path):
     fig = R.plot_metric_vs_nfe(rows, "fid", tmp_path / "fid_vs_nfe")
     assert (tmp_path / "fid_vs_nfe.png").stat().st_size > 0
     assert (tmp_path / "fid_vs_nfe.pdf").stat().st_size > 0
-    lines, ax = _lines(fig), fig.axes[0]
-    assert set(lines) == {"lmd", "ct", "fm-euler", "fm-heun", "fm-dopri5", "exact"}
+    panels = _panels(fig)
+    assert list(panels) == ["consistency", "teacher-distilled"]  # one panel per family present
+    base = {"fm-euler", "fm-heun", "fm-dopri5", "exact"}
+    lines = _lines(panels["teacher-distilled"])
+    assert set(lines) == {"lmd"} | base, "a panel holds its family and every baseline"
+    assert set(_lines(panels["consistency"])) == {"ct"} | base
     np.testing.assert_allclose(lines["lmd"].get_xdata(), [1, 2, 4])
     np.testing.assert_allclose(lines["lmd"].get_ydata(), [0.32, 0.21, 0.04])
-    np.testing.assert_allclose(lines["ct"].get_xdata(), [2, 4])  # n/a at NFE 1 left out
-    np.testing.assert_allclose(lines["ct"].get_ydata(), [0.26, 0.005])
+    band = panels["teacher-distilled"].collections[0].get_paths()[0].vertices
+    lo, hi = band[:, 1].min(), band[:, 1].max()  # mean +- std over the two seeds
+    assert lo == pytest.approx(0.04 - 0.0070711, rel=1e-4) and hi == pytest.approx(0.32 + 0.028284, rel=1e-4)
+    ct = _lines(panels["consistency"])["ct"]
+    np.testing.assert_allclose(ct.get_xdata(), [2, 4])  # n/a at NFE 1 left out
+    np.testing.assert_allclose(ct.get_ydata(), [0.26, 0.005])
     np.testing.assert_allclose(lines["fm-dopri5"].get_xdata(), [39])
     np.testing.assert_allclose(lines["fm-dopri5"].get_ydata(), [0.03])
     assert lines["fm-dopri5"].get_marker() == "*"
     np.testing.assert_allclose(lines["exact"].get_ydata(), [0.001, 0.001])
     assert lines["exact"].get_linestyle() == ":" and lines["fm-euler"].get_linestyle() == "--"
     np.testing.assert_allclose(lines["fm-heun"].get_ydata(), [0.6, 0.2, 0.05, 0.045])
+    ax = panels["teacher-distilled"]
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
-    legend = ax.get_legend()
-    assert legend is not None and legend.get_bbox_to_anchor().x0 > ax.bbox.x1  # outside
 
     other = rows[rows["method"] != "lmd"].assign(metric="w2")
-    lines2 = _lines(R.plot_metric_vs_nfe(other, "w2", None))
-    assert "lmd" not in lines2
-    assert lines2["ct"].get_color() == lines["ct"].get_color()
-    assert lines["ct"].get_color() != lines["lmd"].get_color()
+    panels2 = _panels(R.plot_metric_vs_nfe(other, "w2", None))
+    assert "teacher-distilled" not in panels2
+    assert _lines(panels2["consistency"])["ct"].get_color() == ct.get_color()
+    assert ct.get_color() != lines["lmd"].get_color()
     assert R.method_color("ct") == R.method_color("ct")
 
 
@@ -120,12 +131,12 @@ def test_speedup_hand_computed(rows):
         assert r["teacher_nfe"] == pytest.approx(tnfe)
         assert r["nfe_ratio"] == pytest.approx(nr) and r["time_ratio"] == pytest.approx(tr)
     nr = sp.loc[("ct", 4)]
-    assert nr["teacher"] == "not reached (best teacher: 0.0300 at nfe 39)"
+    assert nr["teacher"] == "not reached (best fm-dopri5: 0.0300 at nfe 39)"
     assert math.isnan(nr["teacher_nfe"]) and math.isnan(nr["nfe_ratio"])
     assert ("ct", 1) not in sp.index and len(sp) == 5  # n/a cells give no row
-    head = R.headline(rows, "fid")
-    assert "**lmd**" in head and "39x fewer NFE" in head and "100x less sampling time" in head
-    assert "10.7x dopri5's" in head
+    (head,) = R.headline(rows, "fid")  # no exact-velocity method: one line, against fm
+    assert "against fm: **lmd**" in head and "39x fewer NFE" in head
+    assert "100x less sampling time" in head and "10.7x fm-dopri5's" in head
 
 
 def test_write_reports_atomic(rows, tmp_path):
@@ -174,3 +185,16 @@ def test_update_rows_by_key(rows, tmp_path):
     assert d0[["nfe", "value"]].values.tolist() == [[41, 0.5]]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {"metrics.csv"}
+
+
+def test_bold_marks_every_method_not_separable_from_the_best(rows):
+    # at NFE 2, ct moved to 0.21 +- 0.0141 (lmd: 0.21 +- 0.0141 at a mean 0.005 lower): a gap of
+    # 0.005 against 2 standard errors of 0.028 cannot be told apart
+    close = rows.copy()
+    hit = (close["method"] == "ct") & (close["nfe"] == 2)
+    close.loc[hit, "value"] = close.loc[hit, "value"] - 0.045
+    best = R.table(close, "fid").attrs["best"]
+    assert best["2"] == ["ct", "lmd"]
+    assert best["4"] == ["ct"], "0.035 apart with standard errors of 0.005: separable"
+    md = R.table(close, "fid", style="md", improving={"lmd"})
+    assert md.loc["lmd †", "2"].startswith("**") and md.loc["ct", "2"].startswith("**")
