@@ -75,7 +75,7 @@ class EvalCfg:
     # convergence probes: the model is also scored at these fractions of training, on fewer
     # samples, at NFE 1 and the largest NFE (convergence.csv); () = none
     convergence: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
-    convergence_samples: int = 500
+    convergence_samples: int = 512
     sample_batch: int = 4096  # 0 = sized to the device (benchmarks.evaluate.sample_batch_for)
     dopri_rtol: float = 1e-5
     dopri_atol: float = 1e-5

@@ -33,6 +33,9 @@ INCEPTION_SHA256_PREFIX = "6726825d"
 #: every metric a row can carry, with what it measures (all lower-is-better)
 METRICS = {
     "flowmap_err": "mean |X_{0,1}(x0) - X*_{0,1}(x0)| against the exact map, same noise (oracle)",
+    "flowmap_err_pd": "flowmap_err / sqrt(dimension): per-pixel map error (image oracles)",
+    "sw2": "sliced W2 to the oracle's exact law (Sobol noise; floor: the exact row, ~1 % of scale)",
+    "fd_pixel": "Frechet distance in pixel space to the oracle's exact mean and covariance",
     "w2": "exact W2 between the samples and held-out data (2D; floor: the exact row)",
     "fid": "FID with torch-fidelity's pt_inception-2015-12-05 weights",
     "fid_nonstd": "Frechet distance of Inception features from other weights: not an FID",
