@@ -28,7 +28,8 @@ from unify.exact import LowRankGaussianMixture
 
 FIT_VERSION = 1  # bump when the fit changes: it is part of the cache key
 RESOLUTIONS = (8, 16, 32)
-JPEG_TEST_NPZ = Path("/work/shared/data/cifar10_jpeg_test.npz")
+#: the JPEG copy of the CIFAR-10 test set beside the repository (``../shared/data``)
+JPEG_TEST_NPZ = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_jpeg_test.npz"
 _KEYS = ("weights", "means", "U", "lam", "s", "shape")
 
 

@@ -40,6 +40,8 @@ class DataCfg:
     n_train: int = 100_000  # 2D sets: points drawn once per seed; images: 0 = the whole set
     n_test: int = 2000  # 2D held-out points for W2
     hflip: bool = False
+    resolution: int = 16  # cifar-gmm: images average-pooled to this size (8, 16 or 32)
+    rank: int = 16  # cifar-gmm: principal directions per class
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from benchmarks.data import DataError
 from benchmarks.metrics import frechet_floor, frechet_to_moments
 from unify import Linear
 
-REAL_NPZ = Path("/work/shared/data/cifar10_jpeg_test.npz")
+REAL_NPZ = C.JPEG_TEST_NPZ
 
 
 def _images(n: int, seed: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
