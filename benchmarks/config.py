@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,7 @@ class TrainCfg:
     weight_decay: float = 0.0
     warmup: int = 0
     clip: float = 1.0  # max gradient norm, 0 = off
-    ema: str = "power"  # evaluation EMA (benchmarks.ema): power | constant | off
+    ema: str = "power"  # evaluation EMA (benchmarks.ema): power | constant | none (raw weights)
     ema_width: float = 0.05  # power EMA: relative width sigma_rel (EDM2)
     ema_decay: float = 0.999  # constant EMA: decay
     log_every: int = 50
@@ -169,6 +170,20 @@ def apply_updates(obj: Any, updates: dict[str, Any], prefix: str = "") -> Any:
     return dataclasses.replace(obj, **changes)
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML with only true/false as booleans (YAML 1.2): ``train.ema=none`` or a value "off"
+    stays a string instead of YAML 1.1's False."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    k: [r for r in v if r[0] != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["train.lr=1e-4", "method.cd.mu=0.9"]`` -> nested dict (values parsed as YAML scalars)."""
     out: dict[str, Any] = {}
@@ -177,7 +192,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"bad override {item!r}: expected key=value, e.g. train.lr=1e-4")
         try:
-            value = yaml.safe_load(raw)
+            value = yaml.load(raw, Loader=_Yaml12Loader)
         except yaml.YAMLError:
             value = raw
         node = out

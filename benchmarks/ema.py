@@ -13,7 +13,7 @@ restarts with each stage of a staged method (PD, PFMM) and never mixes two stage
   CPU budgets a narrow average keeps the EMA from lagging the model (issue 12: a 0.999 decay over
   1,500 steps left 22 % of the random initialisation in every scored model).
 - ``constant``: beta_1 = 0, then beta_k = decay (for presets that publish one, e.g. 0.9999).
-- ``off``: the raw weights are scored.
+- ``none``: the raw weights are scored.
 
 The law is a function of the step alone, so a resumed run continues bit for bit.
 """
@@ -25,7 +25,7 @@ import math
 from methods.base import ema_update
 
 __all__ = ["KINDS", "EMALaw", "ema_update", "gamma_of_width"]
-KINDS = ("power", "constant", "off")
+KINDS = ("power", "constant", "none")
 
 
 def gamma_of_width(sigma_rel: float) -> float:
@@ -55,7 +55,7 @@ class EMALaw:
         """Decay of the k-th update since the (re)start, k >= 1."""
         if k < 1:
             raise ValueError(f"EMA update count must be >= 1, got {k}")
-        if self.kind == "off" or k == 1:
+        if self.kind == "none" or k == 1:
             return 0.0
         if self.kind == "constant":
             return self.decay

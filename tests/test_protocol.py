@@ -51,12 +51,12 @@ def test_power_ema_equals_its_closed_form_and_restarts() -> None:
     assert got[25] == pytest.approx(values[25], rel=1e-6), "the restart keeps nothing of stage 0"
 
 
-def test_constant_ema_and_off() -> None:
+def test_constant_ema_and_none() -> None:
     values = [1.0, 2.0, 4.0, 8.0]
     got = _average(EMALaw("constant", decay=0.5), values, {0})
     assert got == pytest.approx([1.0, 1.5, 2.75, 5.375])  # beta_1 = 0: no initialisation kept
-    assert _average(EMALaw("off"), values, {0}) == pytest.approx(values)
-    with pytest.raises(ValueError, match="power, constant, off"):
+    assert _average(EMALaw("none"), values, {0}) == pytest.approx(values)
+    with pytest.raises(ValueError, match="power, constant, none"):
         EMALaw("median")
 
 
