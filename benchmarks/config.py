@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,13 +110,19 @@ class RunConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-def _coerce(value: Any, hint: Any, key: str) -> Any:
+def coerce(value: Any, hint: Any, key: str) -> Any:
     """Convert a YAML/CLI value to the field's type, or raise naming key, value and type."""
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):  # e.g. float | None: None, or the other type
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value in ("null", "None")):
+            if len(args) < len(typing.get_args(hint)):
+                return None
+        return coerce(value, args[0], key)
     try:
         if origin is tuple:
             items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(_coerce(v, typing.get_args(hint)[0], key) for v in items)
+            return tuple(coerce(v, typing.get_args(hint)[0], key) for v in items)
         if hint is bool:
             if isinstance(value, bool):
                 return value
@@ -166,7 +173,7 @@ def apply_updates(obj: Any, updates: dict[str, Any], prefix: str = "") -> Any:
                 raise ConfigError(f"bad value {value!r} for {full}: expected a mapping")
             changes[key] = apply_updates(current, value, f"{full}.")
         else:
-            changes[key] = _coerce(value, hints[key], full)
+            changes[key] = coerce(value, hints[key], full)
     return dataclasses.replace(obj, **changes)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from benchmarks import datasets
-from benchmarks.config import OPTIMIZERS, ConfigError, RunConfig, TrainCfg, apply_updates
+from benchmarks.config import OPTIMIZERS, ConfigError, RunConfig, TrainCfg, apply_updates, coerce
 from benchmarks.datasets import Problem
 from benchmarks.ema import EMALaw
 from benchmarks.nets import make_net
@@ -51,9 +52,15 @@ def model(cfg: RunConfig, shape: tuple[int, ...]) -> FlowMap:
 
 
 def method_options(cfg: RunConfig, name: str):
-    """The ``Config`` of method ``name`` from ``cfg.method[name]``; ConfigError names a bad one."""
+    """The ``Config`` of method ``name`` from ``cfg.method[name]``, each value converted to its
+    field's type; ConfigError names a bad one."""
+    cls = METHODS[name]
+    hints = typing.get_type_hints(cls.Config)
+    given = cfg.method.get(name) or {}
+    values = {k: coerce(v, hints[k], f"method.{name}.{k}") if k in hints else v
+              for k, v in given.items()}  # fmt: skip
     try:
-        return build_config(METHODS[name], cfg.method.get(name))
+        return build_config(cls, values)
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from None
 
