@@ -198,7 +198,7 @@ def _run(out, cfg, cell, device, quiet, position) -> dict:
     if problem.info and distributed.is_main():
         write_json(d / "config.json", {**cell_config(cfg, cell), "problem": problem.info})
     scorer = Scorer(problem, factory.interpolant(cfg), cfg.eval, cell.seed,
-                    Path(out) / cfg.dataset / "fid_cache", device)  # fmt: skip
+                    Path(out) / cfg.dataset / "cache", device)  # fmt: skip
     if cell.method == FLOOR:
         if distributed.is_main():
             result = TrainResult(0, 0, 0.0, 0.0)

@@ -18,6 +18,8 @@ noise on oracle datasets (computed once), and the metrics (``benchmarks.metrics.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ import torch
 from torch import Tensor
 
 from benchmarks import metrics
+from benchmarks.atomic import save_torch
 from benchmarks.config import EvalCfg
 from benchmarks.data import to_uint8
 from benchmarks.datasets import Problem
@@ -82,7 +85,16 @@ class Scorer:
 
     @functools.cached_property
     def exact_samples(self) -> Tensor:
-        return self.exact_map(self.noise())
+        """X*_{0,1} of the evaluation noise, kept on disk beside the FID statistics: every cell
+        of a seed needs it, and on image oracles it is the dearest part of an evaluation."""
+        n, interp = self.cfg.n_samples, type(self.interpolant).__name__.lower()
+        fit = hashlib.sha1(json.dumps(self.problem.info, sort_keys=True).encode()).hexdigest()[:8]
+        path = self.cache_root / f"exact-{self.problem.name}-{fit}-s{self.seed}-n{n}-{interp}.pt"
+        if path.is_file():
+            return torch.load(path, weights_only=True)
+        samples = self.exact_map(self.noise())
+        save_torch(samples, path)
+        return samples
 
     @functools.cached_property
     def fid_metric(self) -> tuple[str, str]:
