@@ -25,9 +25,9 @@ import torch
 
 from benchmarks import datasets, distributed, factory
 from benchmarks.atomic import read_json, write_json, write_text
+from benchmarks.batches import BatchSampler
 from benchmarks.config import ConfigError, RunConfig, apply_updates
 from benchmarks.convergence import prober
-from benchmarks.data import BatchSampler
 from benchmarks.datasets import Problem
 from benchmarks.evaluate import Evaluation, evaluate_exact, evaluate_method, evaluate_teacher
 from benchmarks.rows import FLOOR, failure_note, read_rows, write_csv

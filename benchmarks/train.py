@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from benchmarks import distributed
 from benchmarks.atomic import atomic_open, clean_partial, save_torch
+from benchmarks.batches import BatchSampler
 from benchmarks.config import TrainCfg
-from benchmarks.data import BatchSampler
 from benchmarks.factory import Parts
 from benchmarks.stop import Stopped
 from methods.base import ema_update

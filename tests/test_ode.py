@@ -223,6 +223,17 @@ def test_dopri5_max_steps_guard():
         ode.solve(vel, x0, t0, t1, "dopri5", rtol=1e-10, atol=1e-10, max_steps=3)
 
 
+def _attempts(calls: list, nfe: int) -> list[tuple[float, float, torch.Tensor]]:
+    """(start r, step h, 5th-order candidate) of every Dormand-Prince attempt, from its calls."""
+    assert nfe == len(calls) and (nfe - 1) % 6 == 0 and calls[0][1] == 0.0
+    attempts = []
+    for i in range(1, nfe, 6):
+        t_first, t_last = calls[i][1], calls[i + 5][1]  # r + h / 5 and r + h
+        h = (t_last - t_first) / 0.8
+        attempts.append((t_last - h, h, calls[i + 5][0]))
+    return attempts
+
+
 def test_dopri5_adaptive_loop_on_a_switch_on_problem():
     """A rate that switches on sharply at t = 0.5 (dx/dt = -40 sigmoid((t - 0.5) / 0.03) x) forces
     step rejections. From the recorded calls alone (Dormand-Prince nodes: an attempt from r with
@@ -261,12 +272,7 @@ def test_dopri5_adaptive_loop_on_a_switch_on_problem():
     for tol in [1e-3, 1e-5, 1e-7]:
         calls.clear()
         y, nfe = ode.solve(recorded, x0, 0.0, 1.0, "dopri5", rtol=tol, atol=tol)
-        assert nfe == len(calls) and (nfe - 1) % 6 == 0 and calls[0][1] == 0.0
-        attempts = []
-        for i in range(1, nfe, 6):
-            t_first, t_last = calls[i][1], calls[i + 5][1]  # r + h / 5 and r + h
-            h = (t_last - t_first) / 0.8
-            attempts.append((t_last - h, h, calls[i + 5][0]))
+        attempts = _attempts(calls, nfe)
         y_n, r_n, rejections = x0, 0.0, 0
         for j, (r, h, cand) in enumerate(attempts):
             assert r == pytest.approx(r_n, abs=1e-12), (j, r, r_n)  # no gaps, no overlaps

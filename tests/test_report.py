@@ -96,7 +96,9 @@ def test_plot_series_match_fixture(rows, tmp_path):
     np.testing.assert_allclose(lines["lmd"].get_ydata(), [0.32, 0.21, 0.04])
     band = panels["teacher-distilled"].collections[0].get_paths()[0].vertices
     lo, hi = band[:, 1].min(), band[:, 1].max()  # mean +- std over the two seeds
-    assert lo == pytest.approx(0.04 - 0.0070711, rel=1e-4) and hi == pytest.approx(0.32 + 0.028284, rel=1e-4)
+    assert lo == pytest.approx(0.04 - 0.0070711, rel=1e-4) and hi == pytest.approx(
+        0.32 + 0.028284, rel=1e-4
+    )
     ct = _lines(panels["consistency"])["ct"]
     np.testing.assert_allclose(ct.get_xdata(), [2, 4])  # n/a at NFE 1 left out
     np.testing.assert_allclose(ct.get_ydata(), [0.26, 0.005])

@@ -31,8 +31,8 @@ from torch import Tensor
 
 import unify
 from benchmarks import factory
+from benchmarks.batches import BatchSampler
 from benchmarks.config import NetCfg, RunConfig, TrainCfg, load_config
-from benchmarks.data import BatchSampler
 from benchmarks.datasets import Problem
 from benchmarks.evaluate import run_sampler, sample_batch_for
 from benchmarks.perf.probe import exact_rss, host_syncs, interleaved, peak_mem_mb, timings
