@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import cells, datasets, factory, stop
+from benchmarks.cli import OneLineParser
 from benchmarks.cluster import launcher
 from benchmarks.collect import report_folder
 from benchmarks.config import BUDGETS, ConfigError, RunConfig, load_config
@@ -27,13 +28,6 @@ from benchmarks.data import DataError
 from benchmarks.local import CellSpec, run_local
 from benchmarks.rows import FLOOR, failure_note
 from methods import METHODS
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad argument on one line with status 2."""
-
-    def error(self, message: str) -> None:
-        self.exit(2, f"error: {message}\n")
 
 
 def parser() -> argparse.ArgumentParser:

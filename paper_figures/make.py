@@ -15,15 +15,9 @@ import sys
 import traceback
 from pathlib import Path
 
+from benchmarks.cli import OneLineParser
 from paper_figures import FIGURES
 from paper_figures.common import Skip
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad argument on one line with status 2."""
-
-    def error(self, message: str) -> None:
-        self.exit(2, f"error: {message}\n")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -31,12 +31,13 @@ from pathlib import Path
 import yaml
 
 from benchmarks import cells
+from benchmarks.cli import OneLineParser
 from benchmarks.cluster import launcher
 from benchmarks.collect import collect
 from benchmarks.config import ConfigError, load_config
 from benchmarks.data import DataError
 from benchmarks.local import CellSpec, run_local
-from benchmarks.run import OneLineParser, parse_methods, plan
+from benchmarks.run import parse_methods, plan
 
 KEYS = ("name", "budget", "datasets", "methods", "seeds", "teacher", "set", "grid", "slurm", "out")
 
