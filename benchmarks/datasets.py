@@ -149,26 +149,23 @@ def _npz_shape(cfg: RunConfig) -> tuple[int, ...]:
     return (c, h, w)
 
 
-register(
-    DatasetSpec(
-        "cifar10",
-        "images",
-        lambda cfg: (3, 32, 32),
-        _image_loader("cifar10", lambda root: D.cifar10(root, train=True)),
-        check=lambda cfg: D.cifar10_check(_root(cfg)),
-        doc="CIFAR-10 train set (torchvision download into --data-root)",
+# 32x32 image folders: (name, reader of the images, cheap check, description)
+for _name, _read, _check, _doc in (
+    ("cifar10", lambda root: D.cifar10(root, train=True), D.cifar10_check,
+     "CIFAR-10 train set (torchvision download into --data-root)"),
+    ("imagenet32", lambda root: D.imagenet32(root, train=True), D.imagenet32_folder,
+     "ImageNet 32x32 (official npz batches in --data-root)"),
+):  # fmt: skip
+    register(
+        DatasetSpec(
+            _name,
+            "images",
+            lambda cfg: (3, 32, 32),
+            _image_loader(_name, _read),
+            check=lambda cfg, _check=_check: _check(_root(cfg)) and None,
+            doc=_doc,
+        )
     )
-)
-register(
-    DatasetSpec(
-        "imagenet32",
-        "images",
-        lambda cfg: (3, 32, 32),
-        _image_loader("imagenet32", lambda root: D.imagenet32(root, train=True)),
-        check=lambda cfg: D.imagenet32_folder(_root(cfg), train=True) and None,
-        doc="ImageNet 32x32 (official npz batches in --data-root)",
-    )
-)
 register(
     DatasetSpec(
         "npz",

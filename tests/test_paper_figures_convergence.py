@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.colors import to_rgba
-from test_paper_figures_fixture import by_gid, lines, panel, unsaved
+from test_paper_figures_fixture import by_gid, draw, lines, panel
 from test_paper_figures_fixture import write_results as build
 
 from benchmarks.report.style import method_color
@@ -18,7 +18,6 @@ from paper_figures import (
     flow_map_2d,
     samples,
     speedup,
-    style,
     training,
 )
 from paper_figures.common import Skip
@@ -34,10 +33,8 @@ def results(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def figs(results, tmp_path_factory) -> dict:
     """Every figure's Figures by file stem, drawn (not written: see ``unsaved``)."""
-    out = tmp_path_factory.mktemp("out")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(style, "save", unsaved)
-        return {k: f for m in MODULES for k, f in m.make(results, out).figures.items()}
+    made = draw(results, tmp_path_factory.mktemp("out"), list(MODULES))
+    return {k: f for m in made.values() for k, f in m.figures.items()}
 
 
 def test_convergence_is_the_mean_over_seeds_per_family(figs):

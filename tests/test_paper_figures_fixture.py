@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from matplotlib.axes import Axes
 
 N = 100  # n_samples of every row; seconds are 0.01 s per sample per NFE
@@ -185,3 +186,13 @@ def by_gid(fig) -> dict:
 def panel(fig, title: str) -> Axes:
     """The Axes whose (centre or left) title is ``title``."""
     return next(ax for ax in fig.axes if title in (ax.get_title(), ax.get_title(loc="left")))
+
+
+def draw(results: Path, out: Path, modules: list) -> dict:
+    """``make`` of each figure module with ``style.save`` stubbed by ``unsaved``: the Made results
+    by module name, their Figures drawn and nothing written (rendering is most of the time)."""
+    from paper_figures import style
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(style, "save", unsaved)
+        return {m.__name__.rsplit(".", 1)[1]: m.make(results, out) for m in modules}

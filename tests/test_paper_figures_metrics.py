@@ -12,6 +12,7 @@ from test_paper_figures_fixture import (
     TEACHER_SECONDS,
     TRAIN,
     by_gid,
+    draw,
     lines,
     panel,
     unsaved,
@@ -30,11 +31,8 @@ def results(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def figs(results, tmp_path_factory) -> dict:
     """The figures drawn (not written: see ``unsaved``), table_main written."""
-    out = tmp_path_factory.mktemp("out")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(style, "save", unsaved)
-        return {n: m.make(results, out) for n, m in (("fid_vs_nfe", fid_vs_nfe),
-                ("speedup", speedup), ("training", training), ("table_main", table_main))}  # fmt: skip
+    modules = [fid_vs_nfe, speedup, training, table_main]
+    return draw(results, tmp_path_factory.mktemp("out"), modules)
 
 
 def test_fid_vs_nfe_one_panel_per_family_with_an_other_panel(figs):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_paper_figures_fixture import OFFSETS, TARGET, X0, by_gid, images, lines, unsaved
+from test_paper_figures_fixture import OFFSETS, TARGET, X0, by_gid, draw, images, lines, unsaved
 from test_paper_figures_fixture import write_results as build
 
 from benchmarks.datasets import gmm_oracle
@@ -25,13 +25,7 @@ def results(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def figs(results, tmp_path_factory) -> dict:
     """samples and flow_map_2d drawn from the fixture (not written: see ``unsaved``)."""
-    out = tmp_path_factory.mktemp("out")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(style, "save", unsaved)
-        return {
-            "samples": samples.make(results, out),
-            "flow_map_2d": flow_map_2d.make(results, out),
-        }
+    return draw(results, tmp_path_factory.mktemp("out"), [samples, flow_map_2d])
 
 
 def texts(ax) -> list[str]:
