@@ -19,6 +19,7 @@ import pandas as pd
 from benchmarks.evaluate import probe
 from benchmarks.rows import read_rows, write_csv
 from benchmarks.scorer import Scorer
+from methods import METHODS
 from methods.base import Method
 from unify.flowmap import FlowMap
 
@@ -54,10 +55,18 @@ def prober(folder: Path, method: Method, fm: FlowMap, scorer: Scorer, steps: int
     return on_step
 
 
-def improving(conv: pd.DataFrame, metric: str, nfe: int = 1) -> set[str]:
-    """Methods whose ``metric`` at ``nfe`` (mean over seeds) fell by more than ``IMPROVING``
-    between half of training and its end: still improving when the budget ran out."""
-    sub = conv[(conv["metric"] == metric) & (conv["nfe"] == nfe)]
+def probe_nfe(conv: pd.DataFrame) -> pd.DataFrame:
+    """The convergence rows a method is judged by: NFE 1 (its one-step quality), except the fm
+    teacher, a velocity, judged at its largest NFE."""
+    teacher = conv["method"].map(lambda m: m in METHODS and METHODS[m].family == "teacher")
+    top = conv.groupby("method")["nfe"].transform("max")
+    return conv[conv["nfe"] == top.where(teacher, 1)]
+
+
+def improving(conv: pd.DataFrame, metric: str) -> set[str]:
+    """Methods whose ``metric`` at their ``probe_nfe`` (mean over seeds) fell by more than
+    ``IMPROVING`` between half of training and its end: still improving when the budget ran out."""
+    sub = probe_nfe(conv[conv["metric"] == metric])
     out = set()
     for method, g in sub.groupby("method"):
         last = g["step"].max()

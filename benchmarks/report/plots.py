@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from benchmarks.atomic import atomic_open
+from benchmarks.convergence import probe_nfe
 from benchmarks.report.style import baseline_style, method_color, order
 from benchmarks.report.tables import one
 from benchmarks.rows import FLOOR, is_baseline
@@ -104,14 +105,6 @@ def plot_metric_vs_nfe(rows: pd.DataFrame, metric: str, path_stem: str | Path | 
     if path_stem is not None:
         save(fig, path_stem)
     return fig
-
-
-def probe_nfe(conv: pd.DataFrame) -> pd.DataFrame:
-    """The convergence rows a method is judged by: NFE 1 (its one-step quality), except the fm
-    teacher, a velocity, judged at its largest NFE."""
-    teacher = conv["method"].map(lambda m: m in METHODS and METHODS[m].family == "teacher")
-    top = conv.groupby("method")["nfe"].transform("max")
-    return conv[conv["nfe"] == top.where(teacher, 1)]
 
 
 def plot_metric_vs_step(conv: pd.DataFrame, metric: str, path_stem: str | Path | None) -> Figure:
