@@ -101,7 +101,7 @@ def test_oracle_run_has_exact_baselines_convergence_and_provenance(tmp_path: Pat
     conv = read_rows(tmp_path / "gmm" / "convergence.csv")
     steps = sorted(conv["step"].unique())
     assert steps == [3, 5, 10, 20]  # 1/8, 1/4, 1/2, 1 of 20 steps
-    assert set(conv["nfe"]) == {1, 2} and (conv["n_samples"] == 256).all()
+    assert set(conv["nfe"]) == {1, 2} and (conv["n_samples"] == 128).all()
     assert (tmp_path / "gmm" / "w2_vs_step.png").stat().st_size > 0
     speed = (tmp_path / "gmm" / "speedup.md").read_text()
     assert "against exact: **lmd**" in speed and "exact-dopri5" in speed
