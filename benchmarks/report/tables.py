@@ -154,7 +154,30 @@ def write_table_md(rows: pd.DataFrame, path: str | Path, improving: dict | None 
     for d, m, g in groups(rows):
         marked = (improving or {}).get(m, set())
         parts.append(f"## {m} ({d})\n\n{md_table(table(g, m, 'md', marked))}\n")
+    made = provenance(rows)
+    if len(made):
+        parts.append(f"## How each row was made\n\n{md_table(made, index=False)}\n")
     return write_text(Path(path), "\n".join(parts))
+
+
+PROVENANCE = ("teacher", "init", "weights", "budget", "train_steps", "seed")
+
+
+def provenance(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per learned method: the velocity it learned from ("exact": the oracle's; "fm": a trained
+    fm; "-": data only), how its network started, which weights were scored, the budget and
+    steps, and the seeds; one row per distinct combination."""
+    cols = [c for c in PROVENANCE if c in rows]
+    if "teacher" not in cols:
+        return pd.DataFrame()
+    learned = rows[
+        ~rows["method"].map(is_baseline) & rows["note"].fillna("").map(lambda n: not is_failure(n))
+    ]
+    df = learned[["method", *cols]].copy()
+    df["teacher"] = df["teacher"].fillna("").replace("", "-")
+    keys = ["method", *[c for c in cols if c != "seed"]]
+    out = df.groupby(keys, dropna=False)["seed"].agg(lambda s: ",".join(map(str, sorted(set(s)))))
+    return out.reset_index().rename(columns={"seed": "seeds"})
 
 
 def write_table_tex(rows: pd.DataFrame, path: str | Path) -> Path:
