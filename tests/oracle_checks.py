@@ -37,7 +37,7 @@ def _rand(b: int, seed: int, d: int = 2):
     return x, s, u, t
 
 
-def _draw(w: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor, n: int, g: torch.Generator):
+def draw_points(w: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor, n: int, g: torch.Generator):
     """float64 mixture samples drawn here, independently of GaussianMixture.sample."""
     k = torch.multinomial(w, n, replacement=True, generator=g)
     chol = torch.linalg.cholesky(cov)
@@ -55,7 +55,7 @@ def _log_comp(y: torch.Tensor, w: torch.Tensor, mu: torch.Tensor, cov: torch.Ten
     return w.log() - 0.5 * (z.pow(2).sum(-1) + logdet + d * math.log(2 * math.pi))
 
 
-def _mc_velocity(interp, t: float, w, mu, cov, x1s, x0s, g):
+def mc_velocity(interp, t: float, w, mu, cov, x1s, x0s, g):
     """Independent SNIS estimate of E[dI_t/dt | I_t = x] at fresh typical queries x = I_t.
 
     x1-weighting: p(x1 | I_t = x) ∝ p(x1) N(x; b x1, a^2 I), so with x1_j ~ p the normalised weights
@@ -68,7 +68,7 @@ def _mc_velocity(interp, t: float, w, mu, cov, x1s, x0s, g):
     q = 6
     tt = torch.full((q,), t, dtype=F64)
     a, b, da, db = (float(c[0]) for c in interp.coeffs(tt))
-    xq = a * torch.randn(q, mu.shape[1], generator=g, dtype=F64) + b * _draw(w, mu, cov, q, g)
+    xq = a * torch.randn(q, mu.shape[1], generator=g, dtype=F64) + b * draw_points(w, mu, cov, q, g)
     out = {}
     if t <= 0.5:
         logw = -0.5 * ((xq[:, None, :] - b * x1s[None]) ** 2).sum(-1) / a**2
@@ -87,7 +87,7 @@ def _mc_velocity(interp, t: float, w, mu, cov, x1s, x0s, g):
     return out
 
 
-def _moment_checks(y: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> None:
+def moment_checks(y: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> None:
     """Sample mean and covariance within Z SE, with SEs estimated from the sample itself."""
     n = y.shape[0]
     c = y - y.mean(0)

@@ -16,12 +16,12 @@ from oracle_checks import (
     INTERPOLANTS,
     PER_INTERP,
     Z,
-    _draw,
     _log_comp,
-    _mc_velocity,
-    _moment_checks,
     _rand,
     _target,
+    draw_points,
+    mc_velocity,
+    moment_checks,
 )
 
 from unify import Linear
@@ -112,11 +112,11 @@ def test_mixture_velocity_matches_monte_carlo(interp):
     gm = _gm3()
     g = torch.Generator().manual_seed(10)
     m = 200_000
-    x1s = _draw(W3, MU3, COV3, m, g)
+    x1s = draw_points(W3, MU3, COV3, m, g)
     x0s = torch.randn(m, 2, generator=g, dtype=F64)
     n_checked = 0
     for t in [0.02, 0.25, 0.5, 0.75, 0.98]:
-        for name, (est, se, ess, xq, tt) in _mc_velocity(
+        for name, (est, se, ess, xq, tt) in mc_velocity(
             interp, t, W3, MU3, COV3, x1s, x0s, g
         ).items():
             assert float(ess.min()) >= 1000, (t, name, ess)
@@ -203,13 +203,13 @@ def test_mixture_ode_transports_noise_to_the_mixture(interp):
     # dopri5 at rtol = atol = 1e-4: solver error ~1e-4, 100x below the Monte-Carlo SEs (~0.02)
     gm = _gm3()
     y = gm.flow_map(torch.randn(n, 2, generator=g, dtype=F64), 0 * ones, ones, interp, rtol=1e-4)
-    _moment_checks(y, gm.mean(), gm.cov())
+    moment_checks(y, gm.mean(), gm.cov())
     resp = torch.softmax(_log_comp(y, W3, MU3, COV3), -1)
     se = resp.std(0) / math.sqrt(n)
     assert bool(((resp.mean(0) - W3).abs() <= Z * se).all()), (resp.mean(0), W3, se)
     ring = GaussianMixture.ring()
     y = ring.flow_map(torch.randn(n, 2, generator=g, dtype=F64), 0 * ones, ones, interp, rtol=1e-4)
-    _moment_checks(y, ring.mean(), ring.cov())
+    moment_checks(y, ring.mean(), ring.cov())
     label = torch.cdist(y, ring.means).argmin(1)
     frac = torch.bincount(label, minlength=8).double() / n
     se = math.sqrt(1 / 8 * 7 / 8 / n)
@@ -242,7 +242,7 @@ def test_mixture_sample_and_validation():
     assert x.dtype == torch.float32 and x.shape == (n, 2) and k.shape == (n,)
     frac = torch.bincount(k, minlength=3).double() / n
     assert bool(((frac - W3).abs() <= Z * (W3 * (1 - W3) / n).sqrt()).all()), frac
-    _moment_checks(x.double(), gm.mean(), gm.cov())
+    moment_checks(x.double(), gm.mean(), gm.cov())
     with pytest.raises(ValueError):
         GaussianMixture(W3[:2], MU3, COV3)  # weights of the wrong length
     with pytest.raises(ValueError):

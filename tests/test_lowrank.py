@@ -11,9 +11,9 @@ from statistics import NormalDist
 
 import pytest
 import torch
-from oracle_checks import F64, INTERPOLANTS, PER_INTERP, Z, _draw, _mc_velocity, _moment_checks
+from oracle_checks import F64, INTERPOLANTS, PER_INTERP, Z, draw_points, mc_velocity, moment_checks
 
-from unify import ExactTeacher, Linear
+from unify import ExactTeacher, Linear, Trig
 from unify.exact import GaussianMixture, LowRankGaussianMixture
 
 TIMES = [0.0, 0.02, 0.25, 0.5, 0.75, 0.98, 1.0]
@@ -95,10 +95,10 @@ def test_lowrank_velocity_matches_monte_carlo():
     zmax, n = 0.0, 0
     for interp in INTERPOLANTS:
         g = torch.Generator().manual_seed(2)
-        x1s = _draw(w, mu, cov, 200_000, g)
+        x1s = draw_points(w, mu, cov, 200_000, g)
         x0s = torch.randn(200_000, 4, generator=g, dtype=F64)
         for t in [0.02, 0.25, 0.5, 0.75, 0.98]:
-            out = _mc_velocity(interp, t, w, mu, cov, x1s, x0s, g)
+            out = mc_velocity(interp, t, w, mu, cov, x1s, x0s, g)
             for name, (est, se, ess, xq, tt) in out.items():
                 assert float(ess.min()) >= 1000 and float(se.max()) <= 0.15, (t, name, ess, se)
                 z = (est - lr.velocity(xq, tt, interp)).abs() / se
@@ -119,7 +119,7 @@ def test_lowrank_ode_transports_noise_to_the_mixture(interp):
     x0 = torch.randn(n, 12, generator=torch.Generator().manual_seed(3), dtype=F64)
     ones = torch.ones(n, dtype=F64)
     y = lr.flow_map(x0, 0 * ones, ones, interp, rtol=1e-4)
-    _moment_checks(y, lr.mean(), lr.cov())
+    moment_checks(y, lr.mean(), lr.cov())
 
 
 def test_lowrank_sample_moments_and_labels():
@@ -130,7 +130,7 @@ def test_lowrank_sample_moments_and_labels():
     frac = torch.bincount(k, minlength=3).double() / n
     w = lr.weights
     assert bool(((frac - w).abs() <= Z * (w * (1 - w) / n).sqrt()).all()), frac
-    _moment_checks(x.double(), lr.mean(), lr.cov())
+    moment_checks(x.double(), lr.mean(), lr.cov())
     again = lr.sample(n, generator=torch.Generator().manual_seed(4))
     assert torch.equal(x, again)  # deterministic given the generator
 
@@ -199,3 +199,28 @@ def test_lowrank_validation():
     for args in bad:
         with pytest.raises(ValueError):
             LowRankGaussianMixture(*args)
+
+
+def test_one_component_equals_the_rotated_gaussian_closed_form():
+    """A one-component low-rank mixture is a Gaussian: its Woodbury velocity and solved flow map
+    equal RotatedGaussian's closed forms (the exact map the generic method test uses at d = 48)."""
+    from unify.exact import RotatedGaussian
+
+    g = torch.Generator().manual_seed(3)
+    d, r = 48, 4
+    u = torch.linalg.qr(torch.randn(d, r, generator=g, dtype=torch.float64))[0]
+    lam = torch.tensor([[3.0, 2.0, 1.0, 0.5]], dtype=torch.float64)
+    mean = 0.5 * torch.randn(1, d, generator=g, dtype=torch.float64)
+    lr = LowRankGaussianMixture(torch.ones(1), mean, u[None], lam, torch.tensor([0.4]))
+    rg = RotatedGaussian.from_lowrank(lr)
+    x = torch.randn(64, d, generator=g, dtype=torch.float64)
+    for interp in (Linear(), Trig()):
+        for tv in (0.0, 0.3, 1.0):
+            t = torch.full((64,), tv, dtype=torch.float64)
+            torch.testing.assert_close(lr.velocity(x, t, interp), rg.velocity(x, t, interp))
+        s, t = (
+            torch.full((64,), 0.2, dtype=torch.float64),
+            torch.full((64,), 0.7, dtype=torch.float64),
+        )
+        torch.testing.assert_close(lr.flow_map(x, s, t, interp, rtol=1e-10), rg.flow_map(x, s, t, interp),
+                                   rtol=0, atol=1e-8)  # fmt: skip

@@ -88,6 +88,48 @@ class GaussianTarget:
         return v.reshape(x.shape)
 
 
+class RotatedGaussian:
+    """x1 ~ N(mean, Q diag(std^2) Q^T) for an orthonormal basis Q (columns): a GaussianTarget in
+    the coordinates y = x Q, so velocity, flow map and map velocity stay closed forms; e.g. a
+    one-component low-rank mixture (``from_lowrank``) at image dimension."""
+
+    def __init__(self, mean: Tensor, std: Tensor, basis: Tensor) -> None:
+        self.Q = torch.as_tensor(basis, dtype=torch.float64)
+        err = float(
+            (self.Q.T @ self.Q - torch.eye(self.Q.shape[1], dtype=torch.float64)).abs().max()
+        )
+        if self.Q.shape[0] != self.Q.shape[1] or err > 1e-8:
+            raise ValueError(f"basis must be square and orthonormal (|Q^T Q - I| = {err:.1e})")
+        self.inner = GaussianTarget(torch.as_tensor(mean, dtype=torch.float64) @ self.Q, std)
+
+    @classmethod
+    def from_lowrank(cls, m) -> RotatedGaussian:
+        """The law of a one-component ``LowRankGaussianMixture``: U diag(lam) U^T + s^2 I."""
+        if len(m.weights) != 1:
+            raise ValueError(f"need one component, got {len(m.weights)}")
+        u = m.U[0].to(torch.float64)
+        q = torch.linalg.qr(torch.cat([u, torch.eye(m.dim, dtype=torch.float64)], 1))[0]
+        q = torch.cat([u, q[:, m.rank :]], 1)  # U first (exact), then a completion
+        var = torch.cat([m.lam[0] + m.s[0] ** 2, (m.s[0] ** 2).expand(m.dim - m.rank)])
+        return cls(m.means[0], var.to(torch.float64).sqrt(), q)
+
+    def _apply(self, f, x: Tensor, *args) -> Tensor:
+        y = f(x.reshape(x.shape[0], -1) @ self.Q.to(x), *args)
+        return (y @ self.Q.to(x).T).reshape(x.shape)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return (self.inner.sample(n, generator).double() @ self.Q.T).float()
+
+    def velocity(self, x: Tensor, t: Tensor, interpolant: Interpolant) -> Tensor:
+        return self._apply(self.inner.velocity, x, t, interpolant)
+
+    def flow_map(self, x: Tensor, s: Tensor, t: Tensor, interpolant: Interpolant) -> Tensor:
+        return self._apply(self.inner.flow_map, x, s, t, interpolant)
+
+    def map_velocity(self, x: Tensor, s: Tensor, t: Tensor, interpolant: Interpolant) -> Tensor:
+        return self._apply(self.inner.map_velocity, x, s, t, interpolant)
+
+
 class GaussianMixture:
     """x1 ~ sum_k w_k N(mu_k, Sigma_k) in R^d with full covariances.
 
@@ -178,13 +220,14 @@ class GaussianMixture:
 
 
 class OracleNet(nn.Module):
-    """net(x, s, t) = v*(x, s, t) + eps * g(x, s, t) for a GaussianTarget: exact at eps = 0.
+    """net(x, s, t) = v*(x, s, t) + eps * g(x, s, t) for a GaussianTarget or RotatedGaussian
+    (anything with ``map_velocity``): exact at eps = 0.
 
     Wrapped in a FlowMap it is the exact flow map; ``eps`` is a perturbation parameter for checking
     that a loss is minimal (zero gradient, larger value when perturbed) at the exact solution.
     """
 
-    def __init__(self, target: GaussianTarget, interpolant: Interpolant, eps: float = 0.0) -> None:
+    def __init__(self, target, interpolant: Interpolant, eps: float = 0.0) -> None:
         super().__init__()
         self.target, self.interpolant = target, interpolant
         self.eps = nn.Parameter(torch.tensor(float(eps)))
