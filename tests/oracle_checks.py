@@ -26,11 +26,11 @@ EXACT = {"rtol": 1e-12, "atol": 1e-12}
 Z = 4.0
 
 
-def _target() -> GaussianTarget:
+def gaussian_target() -> GaussianTarget:
     return GaussianTarget(torch.tensor(MEAN), torch.tensor(STD))
 
 
-def _rand(b: int, seed: int, d: int = 2):
+def rand_points(b: int, seed: int, d: int = 2):
     g = torch.Generator().manual_seed(seed)
     x = 2 * torch.randn(b, d, generator=g, dtype=F64)
     s, u, t = (torch.rand(b, generator=g, dtype=F64) for _ in range(3))
@@ -44,7 +44,7 @@ def draw_points(w: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor, n: int, g:
     return mu[k] + (chol[k] @ torch.randn(n, mu.shape[1], 1, generator=g, dtype=F64))[..., 0]
 
 
-def _log_comp(y: torch.Tensor, w: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor):
+def log_component(y: torch.Tensor, w: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor):
     """log w_k N(y; mu_k, cov_k) by Cholesky (not eigh): y (..., d), mu (..., K, d), cov
     (..., K, d, d), leading dimensions broadcast; returns (..., K)."""
     chol = torch.linalg.cholesky(cov)
@@ -78,7 +78,7 @@ def mc_velocity(interp, t: float, w, mu, cov, x1s, x0s, g):
         coef = db - da * b / a  # v = (a'/a) x + (b' - a' b / a) E[x1|x]
         out["x1"] = (da / a * xq + coef * m1, abs(coef) * se1, 1 / (wn**2).sum(-1), xq, tt)
     if t >= 0.5:
-        logw = torch.logsumexp(_log_comp((xq[:, None, :] - a * x0s[None]) / b, w, mu, cov), -1)
+        logw = torch.logsumexp(log_component((xq[:, None, :] - a * x0s[None]) / b, w, mu, cov), -1)
         wn = torch.softmax(logw, -1)
         m0 = wn @ x0s
         se0 = ((wn**2)[..., None] * (x0s[None] - m0[:, None]) ** 2).sum(1).sqrt()

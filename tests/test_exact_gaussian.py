@@ -11,7 +11,7 @@ import math
 
 import pytest
 import torch
-from oracle_checks import EXACT, F64, INTERPOLANTS, PER_INTERP, Z, _rand, _target
+from oracle_checks import EXACT, F64, INTERPOLANTS, PER_INTERP, Z, gaussian_target, rand_points
 from torch.func import jvp
 
 from unify import FlowMap, map_ds, map_dt
@@ -33,8 +33,8 @@ def _oracle_fm(target: GaussianTarget, interp, eps: float = 0.0) -> FlowMap:
 @PER_INTERP
 def test_gaussian_x01_is_the_affine_transport(interp):
     """c(0) = 1 and c(1) = std, so X_{0,1}(x0) = m + std * x0: the optimal map N(0, I) -> target."""
-    tg = _target()
-    x, _, _, _ = _rand(256, 0)
+    tg = gaussian_target()
+    x, _, _, _ = rand_points(256, 0)
     b = x.shape[0]
     out = tg.flow_map(x, torch.zeros(b, dtype=F64), torch.ones(b, dtype=F64), interp)
     torch.testing.assert_close(out, tg.mean + tg.std * x, **EXACT)
@@ -45,8 +45,8 @@ def test_gaussian_x01_is_the_affine_transport(interp):
 @PER_INTERP
 def test_gaussian_velocity_is_conditional_expectation(interp):
     """denoise(x, b_t(x)) must be the textbook Gaussian posterior mean E[x1 | I_t = x]."""
-    tg = _target()
-    x, _, _, t = _rand(256, 1)
+    tg = gaussian_target()
+    x, _, _, t = rand_points(256, 1)
     t = t.clamp(1e-3, 1 - 1e-3)
     a, b, _, _ = (c[:, None] for c in interp.coeffs(t))
     m, var = tg.mean, tg.std**2
@@ -57,8 +57,8 @@ def test_gaussian_velocity_is_conditional_expectation(interp):
 @PER_INTERP
 def test_gaussian_semigroup(interp):
     """X_{u,t}(X_{s,u}(x)) = X_{s,t}(x) for random s, u, t in any order (closed form and OracleNet)."""
-    tg = _target()
-    x, s, u, t = _rand(512, 2)
+    tg = gaussian_target()
+    x, s, u, t = rand_points(512, 2)
     lhs = tg.flow_map(tg.flow_map(x, s, u, interp), u, t, interp)
     torch.testing.assert_close(lhs, tg.flow_map(x, s, t, interp), **EXACT)
     fm = _oracle_fm(tg, interp)
@@ -72,8 +72,8 @@ def test_gaussian_semigroup(interp):
 @PER_INTERP
 def test_gaussian_lagrangian_residual(interp):
     """d/dt X_{s,t}(x) = b_t(X_{s,t}(x)): closed form by jvp, and FlowMap(OracleNet) by map_dt."""
-    tg = _target()
-    x, s, _, t = _rand(512, 3)
+    tg = gaussian_target()
+    x, s, _, t = rand_points(512, 3)
     zx, zs = torch.zeros_like(x), torch.zeros_like(s)
     X, dX = jvp(lambda tt: tg.flow_map(x, s, tt, interp), (t,), (torch.ones_like(t),))
     torch.testing.assert_close(dX, tg.velocity(X, t, interp), **EXACT)
@@ -94,8 +94,8 @@ def test_gaussian_lagrangian_residual(interp):
 @PER_INTERP
 def test_gaussian_eulerian_residual(interp):
     """d/ds X_{s,t}(x) + grad X_{s,t}(x) b_s(x) = 0: closed form by jvp, FlowMap(OracleNet) by map_ds."""
-    tg = _target()
-    x, s, _, t = _rand(512, 4)
+    tg = gaussian_target()
+    x, s, _, t = rand_points(512, 4)
     bs = tg.velocity(x, s, interp)
     tangents = (bs, torch.ones_like(s), torch.zeros_like(t))
     X, res = jvp(lambda a, b, c: tg.flow_map(a, b, c, interp), (x, s, t), tangents)
@@ -118,8 +118,8 @@ def test_gaussian_eulerian_residual(interp):
 @PER_INTERP
 def test_gaussian_oracle_net_is_exact(interp):
     """OracleNet(eps=0) in a FlowMap is target.flow_map, its velocity target.velocity, including s = t."""
-    tg = _target()
-    x, s, _, t = _rand(512, 5)
+    tg = gaussian_target()
+    x, s, _, t = rand_points(512, 5)
     t[:32] = s[:32]  # some points exactly on the diagonal
     fm = _oracle_fm(tg, interp)
     torch.testing.assert_close(fm(x, s, t), tg.flow_map(x, s, t, interp), **ORACLE)
@@ -140,7 +140,7 @@ def test_gaussian_oracle_net_is_exact(interp):
 @PER_INTERP
 def test_gaussian_pushforward_moments(interp):
     """X_{0,1} pushes N(0, I) (n = 200k) to N(mean, diag std^2): mean and variance within 4 SE."""
-    tg = _target()
+    tg = gaussian_target()
     n = 200_000
     x0 = torch.randn(n, 2, generator=torch.Generator().manual_seed(6), dtype=F64)
     ones = torch.ones(n, dtype=F64)
@@ -161,7 +161,7 @@ EDGE = [0.0, 1e-6, 1 - 1e-6, 1.0]
 @PER_INTERP
 def test_gaussian_edge_times_are_finite(interp):
     """s, t in {0, 1e-6, 1 - 1e-6, 1} (all 16 pairs): map, velocity and both jvps finite."""
-    tg = _target()
+    tg = gaussian_target()
     pairs = torch.tensor(list(itertools.product(EDGE, EDGE)), dtype=F64)
     s, t = pairs[:, 0].contiguous(), pairs[:, 1].contiguous()
     x = torch.randn(s.shape[0], 2, generator=torch.Generator().manual_seed(7), dtype=F64)

@@ -16,12 +16,12 @@ from oracle_checks import (
     INTERPOLANTS,
     PER_INTERP,
     Z,
-    _log_comp,
-    _rand,
-    _target,
     draw_points,
+    gaussian_target,
+    log_component,
     mc_velocity,
     moment_checks,
+    rand_points,
 )
 
 from unify import Linear
@@ -42,9 +42,9 @@ def _gm3() -> GaussianMixture:
 
 @PER_INTERP
 def test_mixture_one_component_equals_gaussian_target(interp):
-    tg = _target()
+    tg = gaussian_target()
     gm = GaussianMixture(torch.ones(1), tg.mean[None], torch.diag(tg.std**2)[None])
-    x, s, _, t = _rand(64, 8)
+    x, s, _, t = rand_points(64, 8)
     # same formula through eigh of a diagonal matrix: agreement to rounding
     torch.testing.assert_close(gm.velocity(x, t, interp), tg.velocity(x, t, interp), **EXACT)
     # float32 inputs come back float32 (computed in float64 inside)
@@ -91,7 +91,7 @@ def test_mixture_velocity_and_log_prob_closed_form(interp, kd):
     var = a**2 * eye + b**2 * cov  # Cov(I_t | k)
     y = (x[:, None, :] - b[..., 0] * mu)[..., None]  # (B, K, d, 1)
     vk = db[..., 0] * mu + (cross @ torch.linalg.solve(var, y))[..., 0]
-    logc = _log_comp(x, w, b[..., 0] * mu, var)  # (B, K)
+    logc = log_component(x, w, b[..., 0] * mu, var)  # (B, K)
     ref = (torch.softmax(logc, -1)[..., None] * vk).sum(1)
     # condition numbers of a^2 I + b^2 S are <= ~1e2 here: 1e-12 is still ~100x rounding
     torch.testing.assert_close(gm.velocity(x, t, interp), ref, **EXACT)
@@ -137,7 +137,7 @@ def test_mixture_log_prob_matches_direct_density():
         a, b = 1 - tv, tv
         # I_t | k ~ N(b mu_k, a^2 I + b^2 S_k): computed by Cholesky, independently of the eigh route
         cov_t = a**2 * torch.eye(2, dtype=F64) + b**2 * COV3
-        ref = torch.logsumexp(_log_comp(x, W3, b * MU3, cov_t), -1)
+        ref = torch.logsumexp(log_component(x, W3, b * MU3, cov_t), -1)
         torch.testing.assert_close(gm.log_prob(x, t, interp), ref, **EXACT)
     # at t = 0 it is the standard normal; at t = 1 and 0.5 it integrates to one: 2D Riemann sum on
     # a 201^2 grid over [-10, 10]^2, spacing h = 0.1 <= 0.25 of the smallest component std (0.41).
@@ -204,7 +204,7 @@ def test_mixture_ode_transports_noise_to_the_mixture(interp):
     gm = _gm3()
     y = gm.flow_map(torch.randn(n, 2, generator=g, dtype=F64), 0 * ones, ones, interp, rtol=1e-4)
     moment_checks(y, gm.mean(), gm.cov())
-    resp = torch.softmax(_log_comp(y, W3, MU3, COV3), -1)
+    resp = torch.softmax(log_component(y, W3, MU3, COV3), -1)
     se = resp.std(0) / math.sqrt(n)
     assert bool(((resp.mean(0) - W3).abs() <= Z * se).all()), (resp.mean(0), W3, se)
     ring = GaussianMixture.ring()
@@ -226,7 +226,7 @@ def test_mixture_flow_map_semigroup_and_inverse(interp):
     """The numerical map is consistent: X_{u,t} o X_{s,u} = X_{s,t} and X_{t,s} o X_{s,t} = id,
     per-sample times in any order."""
     gm = _gm3()
-    x, s, u, t = _rand(64, 13)
+    x, s, u, t = rand_points(64, 13)
     # each solve has global error ~rtol = 1e-8 times a modest Lipschitz factor: 1e-6 is safe
     xst = gm.flow_map(x, s, t, interp)
     lhs = gm.flow_map(gm.flow_map(x, s, u, interp), u, t, interp)

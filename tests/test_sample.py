@@ -174,7 +174,7 @@ def test_sample_with_explicit_grid():
         sample(FlowMap(net), torch.randn(3, 2), 2, grid=times)  # nfe and grid length disagree
 
 
-def _target() -> GaussianTarget:
+def gaussian_target() -> GaussianTarget:
     return GaussianTarget(torch.tensor([1.0, -2.0]), torch.tensor([0.5, 1.5]))
 
 
@@ -188,7 +188,7 @@ def test_sample_with_exact_map_is_exact_at_any_nfe(interp, grid):
     Each of the 8 maps is exact to ~1e-15 (Gauss-Legendre divided differences), so the composition
     is exact to a few 1e-15; 1e-10 is the brief's bar.
     """
-    tg = _target()
+    tg = gaussian_target()
     x0 = torch.randn(256, 2, generator=torch.Generator().manual_seed(2), dtype=F64)
     ones = torch.ones(256, dtype=F64)
     ref = tg.flow_map(x0, 0 * ones, ones, interp)
@@ -241,7 +241,7 @@ def test_consistency_sample_with_exact_map_is_distributionally_exact(interp, nfe
     """With the exact map, every round lands exactly on the target law (re-noise to p_t, then
     X_{t,1}: p_t -> p_1), so the output of n = 50k samples has the target's mean and variance
     within 4 standard errors. Pointwise it differs from X_{0,1}(x0) when nfe > 1 (fresh noise)."""
-    tg = _target()
+    tg = gaussian_target()
     n = 50_000
     x0 = torch.randn(n, 2, generator=torch.Generator().manual_seed(4), dtype=F64)
     fm = FlowMap(Counting(OracleNet(tg, interp)))
