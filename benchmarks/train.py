@@ -125,7 +125,7 @@ def train_step(
     loss.backward()
     loss = distributed.sync_grads(fm, loss)  # mean over data-parallel ranks; 1 rank: unchanged
     if cfg.clip > 0:
-        nn.utils.clip_grad_norm_(fm.parameters(), cfg.clip)
+        nn.utils.clip_grad_norm_([*fm.parameters(), *method.parameters()], cfg.clip)
     opt.step()
     sched.step()
     ema_update(ema, fm, cfg.ema)
@@ -163,10 +163,10 @@ def train(
     """Train ``fm`` with ``method`` for ``cfg.steps`` steps, resuming from ``run_dir/ckpt.pt``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     clean_partial(run_dir)
-    opt = make_optimizer(fm.parameters(), cfg)
+    method.setup(fm, cfg.steps)  # first: it may build trainable heads (method.parameters())
+    opt = make_optimizer([*fm.parameters(), *method.parameters()], cfg)
     warm = max(1, cfg.warmup)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warm))
-    method.setup(fm, cfg.steps)
     start, seconds, last, window = 0, 0.0, float("nan"), None
     if (run_dir / CKPT).exists():
         state = torch.load(run_dir / CKPT, map_location=device, weights_only=False)
