@@ -78,7 +78,7 @@ def shard(x: Tensor) -> Tensor:
     return x[rank() * n : (rank() + 1) * n]
 
 
-def sync_grads(model: nn.Module, loss: Tensor) -> Tensor:
+def sync_grads(params: list[nn.Parameter], loss: Tensor) -> Tensor:
     """Average gradients (in place) and the loss over ranks with one all-reduce; returns the loss.
 
     Equal shards make the mean of the ranks' mean losses the global-batch mean, so its gradient
@@ -87,7 +87,7 @@ def sync_grads(model: nn.Module, loss: Tensor) -> Tensor:
     world = world_size()
     if world == 1:
         return loss
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in params if p.requires_grad]
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = torch.cat([g.reshape(-1).float() for g in grads] + [loss.detach().float().reshape(1)])
     dist.all_reduce(flat)

@@ -161,6 +161,6 @@ def parts(
         fm.load_state_dict(teacher_.fm.state_dict())
         m.init = "teacher"
     ema = copy.deepcopy(fm).requires_grad_(False)
-    m.setup(fm, cfg.train.steps)
-    opt, sched = optimizer(fm.parameters(), cfg.train, m.lr_scale)
+    m.setup(fm, cfg.train.steps)  # first: it may build trainable heads (m.parameters())
+    opt, sched = optimizer([*fm.parameters(), *m.parameters()], cfg.train, m.lr_scale)
     return Parts(fm, ema, m, opt, sched, ema_law(cfg.train))

@@ -103,9 +103,10 @@ def train_step(
         loss, logs = p.method.loss(p.fm, x1, step)
     p.opt.zero_grad(set_to_none=True)
     loss.backward()
-    loss = distributed.sync_grads(p.fm, loss)  # mean over data-parallel ranks; 1 rank: unchanged
+    params = [*p.fm.parameters(), *p.method.parameters()]
+    loss = distributed.sync_grads(params, loss)  # mean over data-parallel ranks; 1 rank: unchanged
     if cfg.clip > 0:
-        nn.utils.clip_grad_norm_(p.fm.parameters(), cfg.clip)
+        nn.utils.clip_grad_norm_(params, cfg.clip)
     p.opt.step()
     p.sched.step()
     start, _ = p.method.stage_bounds(step)  # the EMA restarts with each training stage

@@ -10,7 +10,7 @@ from torch import Tensor
 from methods._selfdistill import SelfDistillation
 from methods.base import register
 from methods.common import sqdist
-from unify.flowmap import FlowMap, map_ds
+from unify.flowmap import FlowMap, eulerian_tangent
 
 STOPGRADS = ("full", "convex")
 
@@ -32,8 +32,10 @@ class EulerianSelfDistillation(SelfDistillation):
       whole residual d/ds X + grad X . b under no_grad (tangent (b, 1, 0)); the loss uses
       d/ds X + sg(residual - d/ds X), whose value is the residual. A single jvp cannot split the
       gradient between the two parts of its tangent output.
-    - "convex": only b is stopped; one jvp with tangent (b, 1, 0) with graph (``unify.map_ds``),
-      so the gradient also flows through grad X . b. Cheaper by one no-grad jvp.
+    - "convex": only b is stopped; one jvp with tangent (b, 1, 0) with graph, so the gradient also
+      flows through grad X . b. Cheaper by one no-grad jvp.
+    Both jvps are the shared Eulerian tangent T[u] = d/ds X + grad X . u of METHODS_SPEC Sec. 0'.4
+    (``unify.eulerian_tangent``, u = 0 for d/ds X alone), the tangent of MeanFlow, sCM and AYF.
 
     Published defaults used: diag_frac 0.75, t ~ U[0, 1], (s, t) ~ U[0, 1]^2 both orders,
     stopgrad "full". Deviations (no learned log-variance weight, N(0, I) noise, per-coordinate
@@ -61,8 +63,8 @@ class EulerianSelfDistillation(SelfDistillation):
         with torch.no_grad():
             b = fm.velocity(xs, s)
         if self.cfg.stopgrad == "convex":
-            return sqdist(map_ds(fm, xs, s, t, b)[1], torch.zeros_like(xs))
-        ds_x = map_ds(fm, xs, s, t, torch.zeros_like(xs))[1]  # d/ds X, with graph
+            return sqdist(eulerian_tangent(fm, xs, s, t, b)[1], torch.zeros_like(xs))
+        ds_x = eulerian_tangent(fm, xs, s, t, torch.zeros_like(xs))[1]  # d/ds X, with graph
         with torch.no_grad():
-            residual = map_ds(fm, xs, s, t, b)[1]  # d/ds X + grad X . b
+            residual = eulerian_tangent(fm, xs, s, t, b)[1]  # d/ds X + grad X . b
         return sqdist(ds_x + (residual - ds_x.detach()), torch.zeros_like(xs))

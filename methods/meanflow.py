@@ -9,8 +9,7 @@ from torch import Tensor
 
 from methods.base import Logs, Method, register
 from methods.common import logit_normal, noise_like, sqdist
-from unify.flowmap import FlowMap, avg_velocity_total_derivative
-from unify.interpolant import bcast
+from unify.flowmap import FlowMap, eulerian_tangent
 
 
 @register("meanflow")
@@ -22,8 +21,10 @@ class MeanFlow(Method):
     / JAX ``meanflow.py``). Along a trajectory x_s of b, X_{s,t}(x_s) is constant in s, so
     0 = d/ds [x_s + (t - s) v(x_s, s, t)] gives v = b_s + (t - s)(d/ds v + grad_x v . b_s); the
     conditional velocity dI_s/ds replaces b_s (linear, so unbiased given I_s). The target is ONE
-    forward-mode jvp with tangent (dI_s/ds, 1, 0) on (x, s, t) (``unify.avg_velocity_total_derivative``),
-    and the gradient flows through its primal output only. Pairs with t = s reduce to flow matching.
+    forward-mode jvp with tangent (dI_s/ds, 1, 0) on (x, s, t), and the gradient flows through its
+    primal output only. In the shared form of METHODS_SPEC Sec. 0'.4, V_tgt = v + T with T the
+    Eulerian tangent of the map along dI_s/ds (``unify.eulerian_tangent``, r = 1): MeanFlow descends
+    the tangent, as AYF and sCT do after normalising it. Pairs with t = s reduce to flow matching.
 
     Translation of the published time law (MF: z_t = (1 - t) x + t eps, noise at t_MF = 1, average
     velocity u(z, r, t) from t_MF back to r_MF <= t_MF). Ours is tau = 1 - t_MF (linear
@@ -58,6 +59,7 @@ class MeanFlow(Method):
 
     needs_teacher = False
     exact_terms = ()
+    semigradient = True  # V_tgt is built from the current weights under stop-gradient
     loss_is_progress = False  # V_tgt moves with the model; the value can rise as the map improves
     summary = {
         "paper": "Geng et al. 2025 (MeanFlow), Alg. 1",
@@ -96,8 +98,8 @@ class MeanFlow(Method):
         x0 = noise_like(x1, x0)
         s, t = self.times(x1.shape[0], x1)
         path = self.interpolant.sample(x0, x1, s)
-        v, dv_ds = avg_velocity_total_derivative(fm, path.xt, s, t, path.vt)
-        target = (path.vt + bcast(t - s, v) * dv_ds).detach()
+        v, tangent = eulerian_tangent(fm, path.xt, s, t, path.vt)
+        target = (v + tangent).detach()  # = dI_s/ds + (t - s)(d/ds v + grad v . dI_s/ds)
         err = (v - target).pow(2).flatten(1).sum(1)  # (B,), summed over coordinates
         weight = (err.detach() + self.cfg.c).pow(-self.cfg.p)
         loss = (weight * err).mean()

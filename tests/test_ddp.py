@@ -37,7 +37,7 @@ def _grad_worker(rank: int, world: int, port: int, out: str) -> None:
     x = torch.randn(8, 2, generator=torch.Generator().manual_seed(1))
     loss = (net(distributed.shard(x)) - 1).pow(2).mean()
     loss.backward()
-    loss = distributed.sync_grads(net, loss)
+    loss = distributed.sync_grads(list(net.parameters()), loss)
     if rank == 0:
         torch.save({"loss": loss, "grads": [p.grad for p in net.parameters()]}, out)
     distributed.shutdown()

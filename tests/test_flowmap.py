@@ -9,7 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from unify import FlowMap, avg_velocity_total_derivative, map_ds, map_dt
+from unify import (
+    FlowMap,
+    FlowMapTeacher,
+    avg_velocity_total_derivative,
+    eulerian_tangent,
+    map_ds,
+    map_dt,
+)
 from unify.flowmap import velocity_of
 
 F64 = torch.float64
@@ -130,6 +137,19 @@ def test_avg_velocity_total_derivative_matches_finite_differences(act):
     torch.testing.assert_close(dv, fd, **FD_TOL)
 
 
+@ACTS
+def test_eulerian_tangent_is_map_ds_and_splits_with_warmup(act):
+    """T = (u - v) + r (t - s)(d/ds v + grad v . u): at r = 1 the jvp of the map (map_ds)."""
+    fm = _fm(act)
+    x, s, t, u = _inputs()
+    v, tangent = eulerian_tangent(fm, x, s, t, u)
+    torch.testing.assert_close(v, fm.net(x, s, t), rtol=1e-15, atol=1e-15)
+    torch.testing.assert_close(tangent, map_ds(fm, x, s, t, u)[1], rtol=1e-12, atol=1e-12)
+    _, dv = avg_velocity_total_derivative(fm, x, s, t, u)
+    _, half = eulerian_tangent(fm, x, s, t, u, r=0.5)
+    torch.testing.assert_close(half, (u - v) + 0.5 * (t - s)[:, None] * dv, rtol=0, atol=1e-15)
+
+
 def test_derivatives_carry_parameter_gradients():
     """Losses backpropagate through the jvp outputs (no double backward needed, but must work)."""
     fm = _fm()
@@ -166,3 +186,30 @@ def test_image_shaped_states():
     _, d = map_ds(fm, x, s, t, u)
     fd = (fm(x + H * u, s + H, t) - fm(x - H * u, s - H, t)) / (2 * H)
     torch.testing.assert_close(d, fd, **FD_TOL)
+
+
+def test_jvp_helpers_and_teachers_run_in_fp32_outside_autocast():
+    """Under bf16 autocast (the harness's CUDA setting, here on CPU) every jvp helper and teacher
+    returns float32 equal to the value without autocast; bf16 inputs are promoted first."""
+    torch.manual_seed(0)
+    fm = FlowMap(TinyMLP())
+    x, s, t, u = (z.float() for z in _inputs())
+    helpers = {
+        "map_dt": lambda x, u: map_dt(fm, x, s, t),
+        "map_ds": lambda x, u: map_ds(fm, x, s, t, u),
+        "avg_velocity_total_derivative": lambda x, u: avg_velocity_total_derivative(fm, x, s, t, u),
+        "eulerian_tangent": lambda x, u: eulerian_tangent(fm, x, s, t, u, 0.5),
+        "teacher.velocity": lambda x, u: (FlowMapTeacher(fm).velocity(x, t),),
+        "teacher.step": lambda x, u: (FlowMapTeacher(fm, substeps=2).step(x, s, t),),
+    }
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fm.net(x, s, t).dtype == torch.bfloat16  # autocast is really on
+    xb, ub = x.bfloat16(), u.bfloat16()
+    for name, fn in helpers.items():
+        want, want_low = fn(x, u), fn(xb.float(), ub.float())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got, got_low = fn(x, u), fn(xb, ub)
+        for w, g, wl, gl in zip(want, got, want_low, got_low):
+            assert g.dtype == gl.dtype == torch.float32, f"{name}: {g.dtype}, {gl.dtype}"
+            torch.testing.assert_close(g, w, rtol=0, atol=0, msg=name)
+            torch.testing.assert_close(gl, wl, rtol=0, atol=0, msg=name)

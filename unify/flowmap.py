@@ -5,6 +5,11 @@ the velocity b_t(x) = v(x, t, t). All derivatives of the map are one ``torch.fun
 double backward): d/dt X (Lagrangian), d/ds X + grad X . u (Eulerian, one jvp with tangent
 (u, 1, 0)), and the mean-flow total derivative of v.
 
+Every jvp here runs in float32 (or the caller's float64) with autocast off: tangents overflow or
+lose their digits in bf16/fp16 (the official MeanFlow code disables autocast around its jvp, and
+edm2_sCM trains CIFAR-10 in FP32 for that reason), while the harness wraps ``method.loss`` in bf16
+autocast on CUDA. ``full_precision`` does it once for every method and for the teachers.
+
 With ``FlowMap.compile_jvp`` set (``train.compile``), each jvp is compiled as a whole: a compiled
 net called inside an eager ``torch.func.jvp`` is skipped by dynamo and runs eagerly.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +27,37 @@ from torch import Tensor, nn
 from unify.interpolant import bcast
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
+Fn = TypeVar("Fn", bound=Callable[..., Any])
+_LOW = (torch.float16, torch.bfloat16)
+
+
+def _up(x: Any) -> Any:
+    """float16/bfloat16 tensors as float32 (tuples element-wise); anything else unchanged."""
+    if isinstance(x, tuple):
+        return tuple(_up(y) for y in x)
+    return x.float() if isinstance(x, Tensor) and x.dtype in _LOW else x
+
+
+def _device_type(args: tuple) -> str:
+    for a in args:
+        if isinstance(a, tuple):
+            a = next((y for y in a if isinstance(y, Tensor)), None)
+        if isinstance(a, Tensor):
+            return a.device.type
+    return "cpu"
+
+
+def full_precision(fn: Fn) -> Fn:
+    """Run ``fn`` with autocast off for the device of its tensor arguments, low-precision floating
+    tensors (also inside tuples) cast to float32 first: its output is float32 (float64 stays)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        args, kwargs = _up(args), {k: _up(v) for k, v in kwargs.items()}
+        with torch.autocast(device_type=_device_type(args), enabled=False):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 class FlowMap(nn.Module):
@@ -63,8 +100,10 @@ def _compiled_jvp() -> Callable:
     return torch.compile(lambda f, primals, tangents: torch.func.jvp(f, primals, tangents))
 
 
+@full_precision
 def _jvp(fm: FlowMap, f: Callable, primals: tuple, tangents: tuple) -> tuple[Tensor, Tensor]:
-    """``torch.func.jvp(f, primals, tangents)``, compiled as a whole when ``fm.compile_jvp``.
+    """``torch.func.jvp(f, primals, tangents)``, compiled as a whole when ``fm.compile_jvp``, in
+    float32 with autocast off (``full_precision``).
 
     Where dynamo cannot trace the jvp (torch 2.14: GroupNorm under ``torch.func.jvp``, so the
     U-Nets, raise an internal assert, cf. pytorch/pytorch#197090, #139756), it warns once per
@@ -80,11 +119,13 @@ def _jvp(fm: FlowMap, f: Callable, primals: tuple, tangents: tuple) -> tuple[Ten
     return torch.func.jvp(f, primals, tangents)
 
 
+@full_precision
 def map_dt(fm: FlowMap, x: Tensor, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     """(X_{s,t}(x), d/dt X_{s,t}(x)) by one jvp with tangent (0, 0, 1): the Lagrangian derivative."""
     return _jvp(fm, fm, (x, s, t), (torch.zeros_like(x), torch.zeros_like(s), _ones(t)))
 
 
+@full_precision
 def map_ds(fm: FlowMap, x: Tensor, s: Tensor, t: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
     """(X_{s,t}(x), d/ds X_{s,t}(x) + grad X_{s,t}(x) u) by one jvp with tangent (u, 1, 0).
 
@@ -93,11 +134,28 @@ def map_ds(fm: FlowMap, x: Tensor, s: Tensor, t: Tensor, u: Tensor) -> tuple[Ten
     return _jvp(fm, fm, (x, s, t), (u, _ones(s), torch.zeros_like(t)))
 
 
+@full_precision
 def avg_velocity_total_derivative(
     fm: FlowMap, x: Tensor, s: Tensor, t: Tensor, u: Tensor
 ) -> tuple[Tensor, Tensor]:
     """(v(x, s, t), d/ds v + grad_x v . u) by one jvp with tangent (u, 1, 0) (MeanFlow identity)."""
     return _jvp(fm, fm.avg_velocity, (x, s, t), (u, _ones(s), torch.zeros_like(t)))
+
+
+@full_precision
+def eulerian_tangent(
+    fm: FlowMap, x: Tensor, s: Tensor, t: Tensor, u: Tensor, r: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """(v(x, s, t), T) with T = (u - v) + r (t - s)(d/ds v + grad_x v . u): METHODS_SPEC Sec. 0'.4.
+
+    At r = 1, T = d/ds X_{s,t}(x) + grad X_{s,t}(x) u (the value of ``map_ds``): the Eulerian
+    tangent of the map along the velocity u, zero on the exact map for u = b_s. One jvp with tangent
+    (u, 1, 0) (``avg_velocity_total_derivative``); v keeps its graph, T is what the jvp gives (the
+    semi-gradient methods detach it). r < 1 is the tangent warm-up of sCM / AYF. Used by MeanFlow
+    (target v + T, u = dI/ds), ESD, sCT / sCD (s = tau, t = 1) and AYF-EMD.
+    """
+    v, dv = avg_velocity_total_derivative(fm, x, s, t, u)
+    return v, (u - v) + r * bcast(t - s, v) * dv
 
 
 def velocity_of(fm: FlowMap) -> Velocity:

@@ -2,7 +2,8 @@
 
 A trained flow-matching model or any callable velocity gives a numerical step (Heun by default,
 the consistency-distillation choice); an exact oracle gives the exact map, so that every
-distillation residual vanishes on the exact solution.
+distillation residual vanishes on the exact solution. Teacher velocities and solves run in float32
+with autocast off (``unify.flowmap.full_precision``), whatever autocast the loss is called under.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Protocol
 
 from torch import Tensor
 
-from unify.flowmap import FlowMap, Velocity
+from unify.flowmap import FlowMap, Velocity, full_precision
 from unify.interpolant import Interpolant
 from unify.ode import solve
 
@@ -45,9 +46,11 @@ class VelocityTeacher:
     ) -> None:
         self._velocity, self.method, self.substeps, self.max_dt = velocity, method, substeps, max_dt
 
+    @full_precision
     def velocity(self, x: Tensor, t: Tensor) -> Tensor:
         return self._velocity(x, t)
 
+    @full_precision
     def step(self, x: Tensor, s: Tensor, t: Tensor) -> Tensor:
         n = self.substeps
         if self.max_dt is not None:
@@ -74,8 +77,10 @@ class ExactTeacher:
     def __init__(self, oracle, interpolant: Interpolant, **map_kwargs: float) -> None:
         self.oracle, self.interpolant, self.map_kwargs = oracle, interpolant, map_kwargs
 
+    @full_precision
     def velocity(self, x: Tensor, t: Tensor) -> Tensor:
         return self.oracle.velocity(x, t, self.interpolant)
 
+    @full_precision
     def step(self, x: Tensor, s: Tensor, t: Tensor) -> Tensor:
         return self.oracle.flow_map(x, s, t, self.interpolant, **self.map_kwargs)
