@@ -52,6 +52,7 @@ class ConsistencyDistillation(ConsistencyMethod):
     family = "consistency"
     needs_teacher = True
     init_from_teacher = True
+    loss_is_progress = False  # the target net moves with the model: the value can rise as it learns
     exact_terms = ("cd",)
     summary = {
         "paper": "Song et al. 2023 (CD)",
