@@ -51,6 +51,8 @@ class AlignYourFlow(Method):
     """
 
     needs_teacher = True
+    family = "teacher-distilled"
+    init_from_teacher = True  # [unconf] as FlowWithMe and FastGen do (spec Sec. 12.4)
     exact_terms = ("tangent_norm",)
     semigradient = True
     loss_is_progress = False  # the value is |T^|^2 ~ 1 whatever the map (spec Sec. 0'.4)

@@ -28,6 +28,8 @@ class ContinuousConsistencyDistillation(SCM):
     """
 
     needs_teacher = True
+    family = "consistency"
+    init_from_teacher = True  # sCM starts from a TrigFlow diffusion teacher (spec Sec. 11.6)
     exact_terms = ("tangent_norm",)
     summary = {
         "paper": "Lu & Song 2024 (sCM), sCD",

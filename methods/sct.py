@@ -47,6 +47,7 @@ class ContinuousConsistencyTraining(SCM):
     """
 
     needs_teacher = False
+    family = "consistency"
     exact_terms = ()
     summary = {
         "paper": "Lu & Song 2024 (sCM), sCT",
