@@ -113,8 +113,10 @@ def status(out: Path, cfg: RunConfig, cell: Cell, force: bool = False) -> str:
 
 
 def teacher_for(out: Path, cfg: RunConfig, cell: Cell, problem: Problem, device: torch.device):
-    """(teacher, (teacher steps, teacher seconds)) of a cell; (None, (0, 0)) when it needs none."""
-    if not METHODS[cell.method].needs_teacher:
+    """(teacher, (teacher steps, teacher seconds)) of a cell: the velocity it distils from, or the
+    trained network it only starts from; (None, (0, 0)) when it needs neither."""
+    cls = METHODS[cell.method]
+    if not (cls.needs_teacher or factory.wants_trained_teacher(cfg, cell.method)):
         return None, (0, 0.0)
     interp = factory.interpolant(cfg)
     if cfg.teacher == "exact":

@@ -139,6 +139,14 @@ class Parts:
         return [self.fm, self.ema, *self.method.nets.values()]
 
 
+def wants_trained_teacher(cfg: RunConfig, name: str) -> bool:
+    """Whether a cell of ``name`` needs the run's trained fm (``teacher: auto``) or a teacher
+    checkpoint: to distil from, or only to start from (sCT: published initialised from a
+    diffusion model, its loss needs no teacher)."""
+    cls = METHODS[name]
+    return cfg.teacher != "exact" and (cls.needs_teacher or cls.init_from_teacher)
+
+
 def init_of(cfg: RunConfig, name: str) -> str:
     """How a method's network starts: "teacher" (the trained fm's weights) or "scratch"."""
     cls = METHODS[name]

@@ -23,6 +23,7 @@ from benchmarks import stop
 from benchmarks.atomic import read_json
 from benchmarks.cells import STATE, TEACHER, Cell, cell_dir, run_cell
 from benchmarks.config import RunConfig
+from benchmarks.factory import wants_trained_teacher
 from methods import METHODS
 
 
@@ -40,8 +41,9 @@ class CellSpec:
         return cell_dir(Path(self.out), self.cfg, self.cell)
 
     def needs_trained_teacher(self) -> bool:
-        m = METHODS.get(self.cell.method)
-        return self.cfg.teacher == "auto" and m is not None and m.needs_teacher
+        """Waits for the run's fm cell (``teacher: auto``): to distil from or to start from."""
+        m = self.cell.method
+        return self.cfg.teacher == "auto" and m in METHODS and wants_trained_teacher(self.cfg, m)
 
 
 def device_for(name: str, slot: int = 0) -> torch.device:

@@ -123,7 +123,7 @@ def check_teacher(cfg: RunConfig, names: list[str]) -> None:
 
 def plan(cfg: RunConfig, names: list[str], seeds: list[int]) -> list[cells.Cell]:
     """Cells in run order: the fm teacher first when auto-distillation needs it, the exact floor."""
-    needs = any(METHODS[m].needs_teacher for m in names)
+    needs = any(factory.wants_trained_teacher(cfg, m) for m in names)
     teach = cells.TEACHER in names or (needs and cfg.teacher == "auto")
     order = ([cells.TEACHER] if teach else []) + [m for m in names if m != cells.TEACHER]
     order += [FLOOR] if datasets.get(cfg.dataset).has_oracle else []
@@ -136,7 +136,7 @@ def to_run(out: Path, cfg: RunConfig, plan_: list[cells.Cell], force: bool) -> d
     status = {c: cells.status(out, cfg, c, force) for c in plan_}
     todo = {c: s for c, s in status.items() if s != "done"}
     for c in plan_:
-        needs = METHODS.get(c.method) is not None and METHODS[c.method].needs_teacher
+        needs = c.method in METHODS and factory.wants_trained_teacher(cfg, c.method)
         teacher = cells.Cell(cells.TEACHER, c.seed)
         gone = not (cells.cell_dir(out, cfg, teacher) / "ckpt.pt").exists()
         if c in todo and needs and cfg.teacher == "auto" and status.get(teacher) == "done" and gone:

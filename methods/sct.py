@@ -35,8 +35,10 @@ class ContinuousConsistencyTraining(SCM):
     where lambda = 1 / sigma_EDM diverges at the data end; ``logvar_input = "t"`` is edm2_sCM's
     t_T, which trained less stably here). Deviations: H scales with the run (``warmup`` = 2.5% of training, the published
     ratio: a 1.5k-step run warms up in 38 steps, not 10k); t_T is clamped to [0.004, pi/2 - 1e-4]
-    (EDM's sigma_min = 0.002 and FastGen's upper clamp); training starts from scratch, where the
-    published sCT starts from a TrigFlow diffusion model; u_phi is zero-initialised; samplers start
+    (EDM's sigma_min = 0.002 and FastGen's upper clamp); as published, the network starts from the
+    run's trained fm (a velocity model, our TrigFlow diffusion model) when the teacher is a
+    trained fm (``init_from_teacher``; its loss still uses no teacher), and from scratch with the
+    exact oracle as teacher; u_phi is zero-initialised; samplers start
     at tau = 0 (sigma = inf) rather than sigma = 80, and 3+ steps re-noise on the Karras grid.
 
     Caveat: the normalised tangent is not linear in the noise, so the exact map is a stationary
@@ -48,6 +50,7 @@ class ContinuousConsistencyTraining(SCM):
 
     needs_teacher = False
     family = "consistency"
+    init_from_teacher = True  # published: sCT starts from a TrigFlow diffusion model (spec 11.6)
     exact_terms = ()
     summary = {
         "paper": "Lu & Song 2024 (sCM), sCT",
