@@ -32,7 +32,7 @@ from torch import Tensor, nn
 import unify
 from methods.base import Logs, Method
 from methods.common import consistency_grid, noise_like
-from unify.flowmap import FlowMap, eulerian_tangent
+from unify.flowmap import FlowMap, eulerian_tangent, full_precision
 from unify.interpolant import Interpolant, bcast
 
 NORMS = ("l2", "rms")
@@ -52,8 +52,9 @@ class LogVarHead(nn.Module):
         self.weight = nn.Parameter(torch.zeros(2 * half))
         self.bias = nn.Parameter(torch.zeros(()))
 
+    @full_precision  # float32 under the harness's bf16 autocast, like the loss it weights
     def forward(self, t: Tensor) -> Tensor:
-        """(B,) TrigFlow times -> (B,) log-variances."""
+        """(B,) time inputs -> (B,) log-variances."""
         arg = t[:, None] * self.freqs.to(t.dtype)
         return torch.cat([arg.cos(), arg.sin()], 1) @ self.weight + self.bias
 

@@ -10,7 +10,7 @@ from torch import Tensor
 import unify
 from methods.base import Logs, Method, register
 from methods.common import noise_like, uniform
-from unify.flowmap import FlowMap
+from unify.flowmap import FlowMap, full_precision
 
 ESTIMATORS = ("v", "u")
 
@@ -24,8 +24,9 @@ class InductiveMomentMatching(Method):
     stockeh/imm ``training/loss.py``) in our time tau = 1 - t (Sec. 0'.2, map A). A batch is cut
     into groups of M particles sharing (tau_t < tau_r <= tau_s); I_{tau_r} uses the same (x0, x1) as
     I_{tau_t}; the target particles come from the same weights under no_grad with the same dropout
-    mask (RNG forked). lam = 2 ln(b / a) is the log-SNR, lam' its tau-derivative. The kernel's
-    |c_out| is that of the euler map X = x + (tau_s - tau_t) v (sigma_d cancels in map A).
+    mask (RNG forked), in float32 outside autocast (the IMMLoss port's ``force_fp32``).
+    lam = 2 ln(b / a) is the log-SNR, lam' its tau-derivative. The kernel's |c_out| is that of the
+    euler map X = x + (tau_s - tau_t) v (sigma_d cancels in map A).
 
     Published defaults kept (CIFAR-10, Table 5 as read by stockeh and revsic): M = 4, a = 1,
     beta = 5 (IMM's b), k = 15, eta_max = 160, eta_min = 0: tau_r = min(tau_s, eta^-1(eta(tau_t) -
@@ -132,8 +133,8 @@ class InductiveMomentMatching(Method):
         ir = self.interpolant.sample(x0, x1, r).xt  # the same (x0, x1)
         with torch.random.fork_rng(devices=[x1.device] if x1.device.type == "cuda" else []):
             y = fm(it, t, s)  # the target below sees the same dropout mask
-        with torch.no_grad():
-            y_target = fm(ir, r, s)
+        with torch.no_grad():  # the target in float32 (``force_fp32`` of the IMMLoss port)
+            y_target = full_precision(fm)(ir, r, s)
         y, y_target = (z.reshape(groups, m, -1) for z in (y, y_target))
         bandwidth = 1 / ((tau_s - tau_t).abs().clamp_min(1e-12) * y.shape[-1])
         mmd = self.mmd(y, y_target, bandwidth)

@@ -23,8 +23,9 @@ class ContinuousConsistencyDistillation(SCM):
 
     Published defaults, unconfirmed details and deviations are those of ``sct`` (see its
     docstring): ln(sigma_d tan t_T) ~ N(-1.0, 1.4^2), c = 0.1 per-sample L2 in TrigFlow units,
-    warm-up 2.5% of training, learned log-variance, prior weight on, t_mid = 1.1. The published sCD
-    starts from the teacher's weights; here the student starts from scratch like every method.
+    warm-up 2.5% of training, learned log-variance, prior weight on, t_mid = 1.1. As published,
+    the student starts from the teacher's weights when the teacher is a trained fm
+    (``init_from_teacher``); with the exact oracle (gmm) it starts from scratch.
     """
 
     needs_teacher = True

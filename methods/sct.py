@@ -45,7 +45,10 @@ class ContinuousConsistencyTraining(SCM):
     point only when the law of dI/dtau - b_tau given I_tau is centrally symmetric (Gaussian data,
     as in the exact test); on other data the fixed point is biased, as for MeanFlow's adaptive
     weight. The loss value is ~ e^{-u}|g^|^2/D + u and says nothing about progress: log
-    ``tangent_norm`` (unnormalised |g|) instead.
+    ``tangent_norm`` (unnormalised |g|) instead. From scratch, consistency spreads slowly from the
+    data end: on the 2D ring after 1.5k steps X_{tau,1} is accurate for tau >= 0.7 and not below
+    (one-step map error 1.2, sCD 1.8), after 6k steps 0.57 (sCD 0.74); the transcription test
+    rules out a translation error.
     """
 
     needs_teacher = False
