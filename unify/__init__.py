@@ -13,10 +13,10 @@ from unify.flowmap import (
 from unify.grids import time_grid
 from unify.interpolant import Interpolant, Linear, PathSample, Trig, bcast, make_interpolant
 from unify.sample import consistency_sample, sample
-from unify.teacher import ExactTeacher, FlowMapTeacher, Teacher, VelocityTeacher
+from unify.teacher import ExactMapTeacher, FlowMapTeacher, Teacher, VelocityTeacher
 
 __all__ = [
-    "ExactTeacher",
+    "ExactMapTeacher",
     "FlowMap",
     "FlowMapTeacher",
     "Interpolant",

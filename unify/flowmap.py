@@ -26,7 +26,6 @@ from torch import Tensor, nn
 
 from unify.interpolant import bcast
 
-Velocity = Callable[[Tensor, Tensor], Tensor]
 Fn = TypeVar("Fn", bound=Callable[..., Any])
 _LOW = (torch.float16, torch.bfloat16)
 
@@ -156,8 +155,3 @@ def eulerian_tangent(
     """
     v, dv = avg_velocity_total_derivative(fm, x, s, t, u)
     return v, (u - v) + r * bcast(t - s, v) * dv
-
-
-def velocity_of(fm: FlowMap) -> Velocity:
-    """The velocity field b_t(x) = v(x, t, t) of a flow map, as a plain callable."""
-    return fm.velocity

@@ -58,7 +58,7 @@ class LowRankGaussianMixture:
     """x1 ~ sum_k w_k N(m_k, U_k diag(lam_k) U_k^T + s_k^2 I): exact velocity in O(K d r) per point.
 
     The interface of :class:`unify.exact.GaussianMixture` (``velocity``, ``log_prob``,
-    ``flow_map``, ``sample``, ``mean``, ``cov``, ``dim``), so ``ExactTeacher`` and the metrics
+    ``flow_map``, ``sample``, ``mean``, ``cov``, ``dim``), so ``ExactMapTeacher`` and the metrics
     take it as is. States may be flat ``(B, d)`` or shaped ``(B, *shape)`` (e.g. images
     ``(B, 3, H, W)`` with d = 3 H W in that flattened order); ``sample`` returns ``(n, *shape)``.
     Parameters are kept in float64 (treat them as read-only: copies per device and dtype are

@@ -13,9 +13,9 @@ from typing import Protocol
 
 from torch import Tensor
 
-from unify.flowmap import FlowMap, Velocity, full_precision
+from unify.flowmap import FlowMap, full_precision
 from unify.interpolant import Interpolant
-from unify.ode import solve
+from unify.ode import Velocity, solve
 
 
 class Teacher(Protocol):
@@ -68,8 +68,11 @@ class FlowMapTeacher(VelocityTeacher):
         self.fm = fm
 
 
-class ExactTeacher:
-    """An oracle with closed-form ``velocity`` and ``flow_map``: the step is the exact map.
+class ExactMapTeacher:
+    """An oracle's exact velocity and, as its step, the oracle's exact flow map (no solver): the
+    teacher of the exact tests, where every distillation residual must vanish. (The harness's
+    ``teacher: exact`` is an oracle's velocity integrated by Heun steps, ``VelocityTeacher``, so
+    that an exact teacher steps like a trained one.)
 
     ``map_kwargs`` go to ``oracle.flow_map`` (e.g. ``rtol`` of a mixture's high-accuracy solve).
     """
