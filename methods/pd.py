@@ -41,8 +41,9 @@ class ProgressiveDistillation(Method):
     the current stage (final_steps after training): nfe == N only.
     Published: N 8192 -> 1 (13 halvings, 50k steps each), no EMA target, uniform time grid of the
     cosine schedule (= our Trig path). Deviations: start_steps = 64 (our budgets are ~100x
-    shorter; 7 stages of total_steps / 7 each); stages of equal length (the CM re-implementation
-    doubles the last two). Assumes ``after_step`` gets the step index of the preceding ``loss``.
+    shorter); the 7 stages share the steps equally except the 2- and 1-step stages, which get
+    twice as many (``last_weight`` = 2, as the CM re-implementation of PD does; the paper's
+    stages are equal). Assumes ``after_step`` gets the step index of the preceding ``loss``.
     The student starts from the teacher's weights when the teacher is a trained fm
     (``init_from_teacher``), and then, as published, the learning rate anneals linearly to 0
     within each stage (``lr_scale``). From scratch (the exact oracle as teacher) the lr stays
@@ -56,9 +57,8 @@ class ProgressiveDistillation(Method):
     class Config:
         start_steps: int = 64  # student steps in stage 0 (published 8192 -> 4096 student)
         final_steps: int = 1
-        anneal: bool | None = (
-            None  # lr linearly to 0 per stage; None: when started from the teacher
-        )
+        anneal: bool | None = None  # lr to 0 within each stage; None: if started from teacher
+        last_weight: float = 2.0  # the 2- and 1-step stages' share (CM re-implementation)
 
     family = "teacher-distilled"
     needs_teacher = True
@@ -83,7 +83,14 @@ class ProgressiveDistillation(Method):
         self.nets["progress"] = _Progress()
 
     def stage(self, step: int) -> int:
-        return min(max(step, 0) * self.n_stages // self.total_steps, self.n_stages - 1)
+        """Stages share the steps by weight 1 each, the last two (N = 2, 1) by ``last_weight``."""
+        k = self.n_stages
+        weights = [1.0] * max(k - 2, 0) + [self.cfg.last_weight] * min(k, 2)
+        ends, acc = [], 0.0
+        for w in weights:
+            acc += w
+            ends.append(acc / sum(weights) * self.total_steps)
+        return next((i for i, e in enumerate(ends) if max(step, 0) < e - 1e-9), k - 1)
 
     def lr_scale(self, step: int) -> float:
         """1 - (step - stage start) / stage length: the published per-stage linear anneal."""
