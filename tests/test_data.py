@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from benchmarks import data as D
+from benchmarks.batches import BatchSampler
+from benchmarks.cifar_gmm import JPEG_TEST_NPZ
 from benchmarks.data import (
-    BatchSampler,
     DataError,
     checkerboard,
     cifar10,
@@ -19,7 +20,7 @@ from benchmarks.data import (
     to_uint8,
 )
 
-REAL_NPZ = Path("/work/shared/data/cifar10_jpeg_test.npz")
+REAL_NPZ = JPEG_TEST_NPZ
 
 
 def _known_images(n: int, c: int = 3, size: int = 32) -> np.ndarray:
