@@ -103,8 +103,8 @@ def _worker(spec: CellSpec, slot: int, jobs: int, quiet: bool, debug: bool) -> N
         try:
             run_cell(out=Path(spec.out), cfg=spec.cfg, cell=spec.cell, position=slot,
                      device=device_for(spec.device, slot), quiet=quiet, debug=debug)  # fmt: skip
-        except stop.Stopped:
-            os._exit(stop.exit_code())
+        except stop.Stopped:  # a normal exit: multiprocessing's finalizers release semaphores
+            raise SystemExit(stop.exit_code()) from None
 
 
 def _workers(specs, jobs, quiet, debug) -> list[tuple[CellSpec, dict]]:

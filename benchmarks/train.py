@@ -183,6 +183,20 @@ def _log_window(
 
 
 # ---------------------------------------------------------------- the loop
+def _probe(on_step, prog: Progress, p: Parts, batches: BatchSampler, run_dir: Path,
+           total: int) -> None:  # fmt: skip
+    """A probe cut off by a stop request: save this step, so that the rerun resumes here and redoes
+    the probe (one rank; with several, the stop is raised as is and the rerun resumes from the
+    last periodic checkpoint, since saving is collective)."""
+    try:
+        on_step(prog.step)
+    except Stopped:
+        if distributed.world_size() > 1:
+            raise
+        save_checkpoint(run_dir / CKPT, prog, p, batches)
+        raise Stopped(prog.step, total) from None
+
+
 def train(
     p: Parts,
     batches: BatchSampler,
@@ -237,7 +251,7 @@ def train(
                     save_checkpoint(run_dir / CKPT, prog, p, batches)
             if on_step is not None:
                 t_probe = time.perf_counter()
-                on_step(prog.step)
+                _probe(on_step, prog, p, batches, run_dir, cfg.steps)
                 t0 += time.perf_counter() - t_probe  # probes are not training time
     bar.close()
     return TrainResult(cfg.steps, cfg.steps * cfg.batch, prog.seconds, prog.last)

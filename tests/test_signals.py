@@ -106,3 +106,40 @@ def test_sigkill_then_resume_matches_uninterrupted(reference, tmp_path) -> None:
     pd.testing.assert_frame_equal(_values(tmp_path, "convergence.csv"),
                                   _values(reference, "convergence.csv"))  # fmt: skip
     assert not list(tmp_path.rglob("*.tmp")), "partial files left behind"
+
+
+def test_stop_during_a_probe_saves_that_step(tmp_path) -> None:
+    """A stop that cuts off a convergence probe mid-training saves the probe's step (not the last
+    periodic checkpoint) and reports it; the rerun resumes there and redoes the probe."""
+    from benchmarks import factory, stop
+    from benchmarks.batches import BatchSampler
+    from benchmarks.config import load_config
+    from benchmarks.train import train
+
+    cfg = load_config("gmm", "smoke", {}, ["train.steps=40", "train.ckpt_every=100"])
+    problem = factory.load_problem(cfg, 0)
+    seen: list[int] = []
+    fired: list[int] = []
+
+    def on_step(done: int) -> None:
+        seen.append(done)
+        if done == 17 and not fired:
+            fired.append(done)
+            stop.request(signal.SIGTERM)  # the signal arrives while the probe samples
+            raise stop.Stopped(-1)
+
+    def run() -> None:
+        torch.manual_seed(0)
+        p = factory.parts(cfg, "fmm", problem.shape, None, torch.device("cpu"))
+        batches = BatchSampler(problem.train, cfg.train.batch, seed=0)
+        train(p, batches, cfg.train, tmp_path, torch.device("cpu"), quiet=True, on_step=on_step)
+
+    stop.reset()
+    with pytest.raises(stop.Stopped) as e:
+        run()
+    assert (e.value.step, e.value.total) == (17, 40)
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 17
+    stop.reset()
+    seen.clear()
+    run()
+    assert seen[:2] == [17, 18] and seen[-1] == 40  # the cut-off probe is redone first
