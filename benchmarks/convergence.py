@@ -56,11 +56,11 @@ def prober(folder: Path, method: Method, fm: FlowMap, scorer: Scorer, steps: int
 
 
 def probe_nfe(conv: pd.DataFrame) -> pd.DataFrame:
-    """The convergence rows a method is judged by: NFE 1 (its one-step quality), except the fm
-    teacher, a velocity, judged at its largest NFE."""
+    """The convergence rows a method is judged by: its smallest NFE (1, its one-step quality,
+    unless it cannot sample there), except the fm teacher, a velocity, judged at its largest."""
     teacher = conv["method"].map(lambda m: m in METHODS and METHODS[m].family == "teacher")
-    top = conv.groupby("method")["nfe"].transform("max")
-    return conv[conv["nfe"] == top.where(teacher, 1)]
+    nfe = conv.groupby("method")["nfe"]
+    return conv[conv["nfe"] == nfe.transform("max").where(teacher, nfe.transform("min"))]
 
 
 def improving(conv: pd.DataFrame, metric: str) -> set[str]:

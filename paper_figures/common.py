@@ -62,10 +62,14 @@ def load_rows(results: Path) -> pd.DataFrame:
     )
 
 
+PRIMARY = ("fid", "sw2", "fd_pixel", "w2")  # distribution metrics, the most trusted first
+
+
 def primary_metric(rows: pd.DataFrame) -> str:
-    """fid for image datasets, w2 for 2D ones (else the first metric present)."""
+    """The first of ``PRIMARY`` present: fid for images, sw2 on the 2D oracle, fd_pixel on the
+    image oracle, w2 on 2D data without an oracle (else the first metric present)."""
     present = set(rows["metric"])
-    return next((m for m in ("fid", "w2") if m in present), min(present))
+    return next((m for m in PRIMARY if m in present), min(present))
 
 
 def metrics_of(rows: pd.DataFrame) -> list[str]:

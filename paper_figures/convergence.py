@@ -2,10 +2,11 @@
 
 A cell's ``runs/<method>-s<seed>/convergence.csv`` (columns step, method, seed, nfe, metric,
 value) scores the model at a few points of training. One row of panels per dataset, on its
-primary metric (fid for images, w2 for 2D); one panel per ``Method.family`` present (an unknown
+primary metric (``common.PRIMARY``); one panel per ``Method.family`` present (an unknown
 method name goes to "other"), panels of a row sharing their y axis. Each method is one line: the
-mean over seeds at each step, at the smallest NFE it was scored at (NFE 1 unless it cannot
-sample there; the legend then says "<method> (NFE k)"), with the spread over seeds shaded from
+mean over seeds at each step, at the NFE it is judged by (NFE 1; the fm teacher, a velocity, at
+its largest; a method that cannot sample there at its smallest, the legend then says
+"<method> (NFE k)"), with the spread over seeds shaded from
 mean - std to mean + std. Series have ``gid`` = method name, panels "<dataset>/<family>".
 """
 
@@ -17,6 +18,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from benchmarks.convergence import probe_nfe
 from paper_figures import style
 from paper_figures.common import (
     OTHER,
@@ -52,9 +54,11 @@ def read_all(results: Path) -> tuple[pd.DataFrame, list[str]]:
 
 
 def curves(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per legend label: (step, mean, std) over seeds of one metric's rows, at the method's
-    smallest NFE; the label is the method, plus "(NFE k)" when k is not 1."""
+    """Per legend label: (step, mean, std) over seeds of one metric's rows, at the NFE the
+    method is judged by (``benchmarks.convergence.probe_nfe``: 1, the fm teacher at its largest);
+    the label is the method, plus "(NFE k)" when k is not 1."""
     out = {}
+    rows = probe_nfe(rows)
     for m in sorted(rows["method"].unique()):
         d = rows[rows["method"] == m]
         nfe = int(d["nfe"].min())

@@ -1,7 +1,7 @@
 """Figure 1: quality against NFE as small multiples, one file per dataset (``fid_vs_nfe_<d>``).
 
-Rows: the dataset's metrics, all lower-is-better (the primary one first: fid for images, w2 for 2D; then e.g. the
-flow-map error where an oracle exists). Columns: one panel per ``Method.family`` present
+Rows: the dataset's metrics, all lower-is-better (the primary one first, ``common.PRIMARY``;
+then e.g. the flow-map error where an oracle exists). Columns: one panel per ``Method.family`` present
 (consistency, teacher-distilled, self-distilled; a method name not in ``methods.METHODS`` goes to
 an "other" panel), panels of a row sharing their y axis. In each panel the family's learned
 methods are solid lines in their colour and marker, the mean over seeds at each NFE, with the

@@ -22,6 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+from matplotlib.transforms import offset_copy
 
 from benchmarks.atomic import atomic_open
 from benchmarks.report.plots import NO_DATE
@@ -186,9 +187,11 @@ def family_legends(fig: Figure, axes: np.ndarray, columns: Sequence[str | None])
                 (mine if is_learned(n) else refs).setdefault(n, h)
         if mine and panel is not None:
             names = sorted(mine)
-            axes[-1, j].legend([mine[n] for n in names], names, loc="upper center",
-                               bbox_to_anchor=(0.5, -0.32), ncol=2 if len(names) > 3 else 1,
-                               fontsize=6.5, handlelength=1.8)  # fmt: skip
+            ax = axes[-1, j]  # 30 pt under the axes: below tick labels and x label at any height
+            below = offset_copy(ax.transAxes, fig=fig, y=-30, units="points")
+            ax.legend([mine[n] for n in names], names, loc="upper center", bbox_to_anchor=(0.5, 0),
+                      bbox_transform=below, ncol=2 if len(names) > 3 else 1, fontsize=6.5,
+                      handlelength=1.8)  # fmt: skip
     if refs:
         names = order(refs)
         fig.legend([refs[n] for n in names], names, loc="outside upper center",

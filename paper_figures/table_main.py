@@ -1,8 +1,7 @@
 """Table 1 (``table_main.tex``): the main quality x NFE table in the paper's layout.
 
 One booktabs table: rows are methods (learned, then teacher baselines, then the exact floor),
-columns are the NFEs of each dataset's primary metric (fid for images, w2 for 2D) under a
-dataset header, plus the adaptive fm-dopri5 column. Cells are ``benchmarks.report.table``'s
+columns are the NFEs of each dataset's primary metric (``common.PRIMARY``) under a dataset header, plus the adaptive fm-dopri5 column. Cells are ``benchmarks.report.table``'s
 "mean $\\pm$ std" with the best learned-or-teacher value per column in bold; ``n/a`` where a
 method cannot sample at that NFE, ``--`` where nothing was run.
 """
