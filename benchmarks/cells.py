@@ -35,6 +35,7 @@ from benchmarks.scorer import Scorer, metric_names
 from benchmarks.stop import Stopped
 from benchmarks.train import CKPT, NonFiniteLoss, TrainResult, train
 from methods import METHODS
+from unify import Interpolant
 
 TEACHER = "fm"  # the flow-matching method whose velocity is the trained teacher and baseline
 STATE, METRICS, ERROR_LOG = "state.json", "metrics.csv", "error.log"
@@ -112,13 +113,13 @@ def status(out: Path, cfg: RunConfig, cell: Cell, force: bool = False) -> str:
     return "failed" if failed else ("resume" if (d / CKPT).exists() else "new")
 
 
-def teacher_for(out: Path, cfg: RunConfig, cell: Cell, problem: Problem, device: torch.device):
+def teacher_for(out: Path, cfg: RunConfig, cell: Cell, problem: Problem, interp: Interpolant,
+                device: torch.device):  # fmt: skip
     """(teacher, (teacher steps, teacher seconds)) of a cell: the velocity it distils from, or the
     trained network it only starts from; (None, (0, 0)) when it needs neither."""
     cls = METHODS[cell.method]
     if not (cls.needs_teacher or factory.wants_trained_teacher(cfg, cell.method)):
         return None, (0, 0.0)
-    interp = factory.interpolant(cfg)
     if cfg.teacher == "exact":
         return factory.teacher(cfg, problem, interp, None), (0, 0.0)
     if cfg.teacher != "auto":
@@ -199,16 +200,17 @@ def _run(out, cfg, cell, device, quiet, position) -> dict:
     problem = factory.load_problem(cfg, cell.seed)
     if problem.info and distributed.is_main():
         write_json(d / "config.json", {**cell_config(cfg, cell), "problem": problem.info})
-    scorer = Scorer(problem, factory.interpolant(cfg), cfg.eval, cell.seed,
+    interp = factory.interpolant(cfg)  # the cell's one interpolant: teacher, method, scorer
+    scorer = Scorer(problem, interp, cfg.eval, cell.seed,
                     Path(out) / cfg.dataset / "cache", device)  # fmt: skip
     if cell.method == FLOOR:
         if distributed.is_main():
             result = TrainResult(0, 0, 0.0, 0.0)
             _finish(d, evaluate_exact(scorer, FLOOR), cfg, cell, result, {"weights": "exact map"})
         return {"state": "done"}
-    teacher, cost = teacher_for(out, cfg, cell, problem, device)
+    teacher, cost = teacher_for(out, cfg, cell, problem, interp, device)
     torch.manual_seed(cell.seed)  # the same initial weights for every method of a seed
-    p = factory.parts(cfg, cell.method, problem.shape, teacher, device)
+    p = factory.parts(cfg, cell.method, problem.shape, teacher, device, interp)
     about = provenance(cfg, cell, p.method.init, p.ema_law.describe())
     on_step = None
     if distributed.is_main() and cfg.eval.convergence:

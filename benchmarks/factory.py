@@ -159,12 +159,14 @@ def parts(
     shape: tuple[int, ...],
     teacher_: Teacher | None,
     device: torch.device,
+    interp: Interpolant | None = None,
 ) -> Parts:
     """Model (the caller seeds, so every method of a seed gets the same initial weights, or the
     trained teacher's for methods published as fine-tuned from it), EMA copy, method (set up for
-    ``cfg.train.steps``), optimiser and schedule, on ``device``."""
+    ``cfg.train.steps``), optimiser and schedule, on ``device``; ``interp``: the run's
+    interpolant (default: built from ``cfg``)."""
     fm = model(cfg, shape).to(device)
-    m = method(cfg, name, interpolant(cfg), teacher_)
+    m = method(cfg, name, interp or interpolant(cfg), teacher_)
     if init_of(cfg, name) == "teacher" and isinstance(teacher_, FlowMapTeacher):
         fm.load_state_dict(teacher_.fm.state_dict())
         m.init = "teacher"
