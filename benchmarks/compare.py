@@ -33,7 +33,7 @@ def _load(folder: Path, seeds: list[int] | None) -> pd.DataFrame:
 def compare(new: Path, ref: Path, seeds: list[int] | None = None) -> tuple[bool, list[str]]:
     """(identical, report lines) for the rows of ``new`` and ``ref`` (see the module doc)."""
     a, b = _load(new, seeds), _load(ref, seeds)
-    both = a.join(b, how="inner", lsuffix="_new", rsuffix="_ref")
+    both = a.add_suffix("_new").join(b.add_suffix("_ref"), how="inner")
     only = [f"only in {new}: {len(a.index.difference(b.index))} rows",
             f"only in {ref}: {len(b.index.difference(a.index))} rows"]  # fmt: skip
     va, vb = both["value_new"].to_numpy(float), both["value_ref"].to_numpy(float)

@@ -174,7 +174,7 @@ def provenance(rows: pd.DataFrame) -> pd.DataFrame:
         ~rows["method"].map(is_baseline) & rows["note"].fillna("").map(lambda n: not is_failure(n))
     ]
     df = learned[["method", *cols]].copy()
-    df["teacher"] = df["teacher"].fillna("").replace("", "-")
+    df["teacher"] = df["teacher"].astype(object).fillna("").replace("", "-")
     keys = ["method", *[c for c in cols if c != "seed"]]
     out = df.groupby(keys, dropna=False)["seed"].agg(lambda s: ",".join(map(str, sorted(set(s)))))
     return out.reset_index().rename(columns={"seed": "seeds"})
