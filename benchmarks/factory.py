@@ -166,7 +166,7 @@ def parts(
     ``cfg.train.steps``), optimiser and schedule, on ``device``; ``interp``: the run's
     interpolant (default: built from ``cfg``)."""
     fm = model(cfg, shape).to(device)
-    m = method(cfg, name, interp or interpolant(cfg), teacher_)
+    m = method(cfg, name, interp if interp is not None else interpolant(cfg), teacher_)
     if init_of(cfg, name) == "teacher" and isinstance(teacher_, FlowMapTeacher):
         fm.load_state_dict(teacher_.fm.state_dict())
         m.init = "teacher"

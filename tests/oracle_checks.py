@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from unify import Linear, Trig
-from unify.exact import GaussianTarget
+from unify.exact import GaussianTarget, LowRankGaussianMixture
 
 F64 = torch.float64
 INTERPOLANTS = [Linear(), Trig()]
@@ -97,3 +97,15 @@ def moment_checks(y: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> Non
     se_cov = prod.std(0) / math.sqrt(n)  # SE of a mean of products (delta method)
     err = (prod.mean(0) * n / (n - 1) - cov).abs()
     assert bool((err <= Z * se_cov).all()), (prod.mean(0), cov, se_cov)
+
+
+def one_gaussian_lowrank(
+    g: torch.Generator, lam: list[float], noise: float, d: int = 48
+) -> LowRankGaussianMixture:
+    """A one-component low-rank mixture (a Gaussian) in d dimensions: random orthonormal U
+    (d x len(lam)), mean 0.5 N(0, I), eigenvalues ``lam`` plus ``noise`` isotropic; draws from
+    ``g`` in that order."""
+    u = torch.linalg.qr(torch.randn(d, len(lam), generator=g, dtype=torch.float64))[0]
+    mean = 0.5 * torch.randn(1, d, generator=g, dtype=torch.float64)
+    lam_ = torch.tensor([lam], dtype=torch.float64)
+    return LowRankGaussianMixture(torch.ones(1), mean, u[None], lam_, torch.tensor([noise]))

@@ -11,7 +11,16 @@ from statistics import NormalDist
 
 import pytest
 import torch
-from oracle_checks import F64, INTERPOLANTS, PER_INTERP, Z, draw_points, mc_velocity, moment_checks
+from oracle_checks import (
+    F64,
+    INTERPOLANTS,
+    PER_INTERP,
+    Z,
+    draw_points,
+    mc_velocity,
+    moment_checks,
+    one_gaussian_lowrank,
+)
 
 from unify import ExactMapTeacher, Linear, Trig
 from unify.exact import GaussianMixture, LowRankGaussianMixture
@@ -207,11 +216,8 @@ def test_one_component_equals_the_rotated_gaussian_closed_form():
     from unify.exact import RotatedGaussian
 
     g = torch.Generator().manual_seed(3)
-    d, r = 48, 4
-    u = torch.linalg.qr(torch.randn(d, r, generator=g, dtype=torch.float64))[0]
-    lam = torch.tensor([[3.0, 2.0, 1.0, 0.5]], dtype=torch.float64)
-    mean = 0.5 * torch.randn(1, d, generator=g, dtype=torch.float64)
-    lr = LowRankGaussianMixture(torch.ones(1), mean, u[None], lam, torch.tensor([0.4]))
+    d = 48
+    lr = one_gaussian_lowrank(g, [3.0, 2.0, 1.0, 0.5], 0.4, d)
     rg = RotatedGaussian.from_lowrank(lr)
     x = torch.randn(64, d, generator=g, dtype=torch.float64)
     for interp in (Linear(), Trig()):

@@ -19,6 +19,7 @@ import dataclasses
 
 import pytest
 import torch
+from oracle_checks import one_gaussian_lowrank
 from torch import nn
 
 from benchmarks.nets import MLP
@@ -72,12 +73,7 @@ def _oracle(kind: str):
     if kind == "gauss2d":
         target = GaussianTarget(torch.tensor([1.0, -2.0]), torch.tensor([0.5, 1.5]))
         return target, lambda interp: ExactMapTeacher(target, interp), BATCH
-    g = torch.Generator().manual_seed(48)
-    d, r = 48, 4
-    u = torch.linalg.qr(torch.randn(d, r, generator=g, dtype=torch.float64))[0]
-    lam = torch.tensor([[2.0, 1.0, 0.5, 0.25]], dtype=torch.float64)
-    mean = 0.5 * torch.randn(1, d, generator=g, dtype=torch.float64)
-    lowrank = LowRankGaussianMixture(torch.ones(1), mean, u[None], lam, torch.tensor([0.6]))
+    lowrank = one_gaussian_lowrank(torch.Generator().manual_seed(48), [2.0, 1.0, 0.5, 0.25], 0.6)
     return RotatedGaussian.from_lowrank(lowrank), lambda i: LowRankTeacher(lowrank, i), BATCH // 4
 
 
