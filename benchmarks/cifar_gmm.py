@@ -24,7 +24,7 @@ import scipy.linalg
 import torch
 
 from benchmarks import data as D
-from unify.exact import LowRankGaussianMixture
+from unify.lowrank import LowRankGaussianMixture
 
 FIT_VERSION = 1  # bump when the fit changes: it is part of the cache key
 RESOLUTIONS = (8, 16, 32)

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from unify import Linear, Trig
-from unify.exact import GaussianTarget, LowRankGaussianMixture
+from unify.exact import GaussianTarget
+from unify.lowrank import LowRankGaussianMixture
 
 F64 = torch.float64
 INTERPOLANTS = [Linear(), Trig()]

@@ -23,7 +23,8 @@ from oracle_checks import (
 )
 
 from unify import ExactMapTeacher, Linear, Trig
-from unify.exact import GaussianMixture, LowRankGaussianMixture
+from unify.exact import GaussianMixture
+from unify.lowrank import LowRankGaussianMixture
 
 TIMES = [0.0, 0.02, 0.25, 0.5, 0.75, 0.98, 1.0]
 # Woodbury vs eigh of the dense covariance: both float64 with condition numbers <= ~1e2 here, and

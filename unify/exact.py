@@ -15,10 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from unify.interpolant import Interpolant, bcast
-from unify.lowrank import LowRankGaussianMixture
 from unify.ode import solve
 
-__all__ = ["GaussianMixture", "GaussianTarget", "LowRankGaussianMixture", "OracleNet"]
+__all__ = ["GaussianMixture", "GaussianTarget", "OracleNet"]
 
 _GL_NODES, _GL_WEIGHTS = (torch.from_numpy(a) for a in np.polynomial.legendre.leggauss(24))
 

@@ -17,16 +17,13 @@ alpha = a^2 + b^2 s^2 >= min(1, s^2) (a^2 + b^2) > 0.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from unify.exact import GaussianMixture
 from unify.interpolant import Interpolant
 from unify.ode import solve
-
-if TYPE_CHECKING:  # unify.exact imports this module
-    from unify.exact import GaussianMixture
 
 _F64 = torch.float64
 
@@ -215,6 +212,4 @@ class LowRankGaussianMixture:
 
     def to_full(self) -> GaussianMixture:
         """The same law as a full-covariance :class:`unify.exact.GaussianMixture` (small d only)."""
-        from unify.exact import GaussianMixture
-
         return GaussianMixture(self.weights, self.means, self.component_covs())

@@ -16,7 +16,7 @@ from unify.interpolant import bcast
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
 FIXED = {"euler": 1, "heun": 2, "rk4": 4}
-METHODS = (*FIXED, "dopri5")
+SOLVERS = (*FIXED, "dopri5")
 
 # Dormand-Prince 5(4) Butcher tableau (Dormand & Prince 1980; Hairer, Norsett & Wanner II.5).
 _C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
@@ -56,8 +56,8 @@ def solve(
     adaptive Dormand-Prince 5(4) pair with error per sample measured in the RMS norm scaled by
     atol + rtol * max(|x_n|, |x_{n+1}|) and the step accepted when the worst sample is below 1.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown ODE method {method!r}; allowed: {', '.join(METHODS)}")
+    if method not in SOLVERS:
+        raise ValueError(f"unknown ODE method {method!r}; allowed: {', '.join(SOLVERS)}")
     t0, t1 = _as_time(t0, x), _as_time(t1, x)
     span = t1 - t0
     nfe = 0
