@@ -1,7 +1,9 @@
 """Every few-step method as a loss over one FlowMap. ``METHODS`` maps registry names to classes.
 
 Each module in this package defines one method and registers it with ``@register(name)``; the
-package imports them all, so adding a method is adding one file.
+package imports them all, so adding a method is adding one file. A method's docstring states its
+equation, source, kept defaults and deviations; design notes, derivations, translations and
+measurements are in docs/methods.md.
 """
 
 import importlib

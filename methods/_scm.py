@@ -1,24 +1,12 @@
-"""What sCT and sCD share (Lu & Song 2024, ICLR 2025, arXiv 2410.11081): the TrigFlow F-space loss
-of METHODS_SPEC Sec. 11 in our convention, its time law, the learned log-variance weight u_phi and
-the consistency sampler.
+"""What sCT and sCD share: the sCM loss of Lu & Song 2024 (ICLR 2025, arXiv 2410.11081; no official
+code, ports EpiGenomicsCode/edm2_sCM ``training/loss_scm.py`` and NVlabs/FastGen ``sCM.py``) in our
+time, its time law, the learned log-variance weight u_phi and the consistency sampler.
 
-TrigFlow frame of any interpolant (METHODS_SPEC Sec. 0'.1, map A, generalised by matching the
-signal-to-noise ratio as FastGen's ``TrigFlowPrecond`` does for EDM/VP nets): a TrigFlow time t_T
-is our time tau with a(tau) / b(tau) = tan t_T, and the TrigFlow state in data units of x1 is
-x~ = I_tau / n(tau), n = sqrt(a^2 + b^2), so x~ = sin t_T x0 + cos t_T x1 (x^TF = sigma_d x~,
-z = sigma_d x0, x_d = sigma_d x1). For the trig interpolant n = 1 and tau = 1 - 2 t_T / pi exactly.
-The consistency function is our map to the data end, X_{tau,1}(I) = cos t_T x~ - sin t_T F, so
-  F = -(tan(t_T / 2) + (n - 1) / sin t_T) x~ - ((1 - tau) / sin t_T) v(I, tau, 1),
-finite as t_T -> 0; a velocity u = dI/dtau moves x~ at dx~/dt_T = (dtau/dt_T)(u - (n'/n) I) / n.
-
-The tangent. With T = T_{tau,1}[u] the Eulerian tangent of Sec. 0'.4 (``unify.eulerian_tangent``),
-cos t_T df/dt_T = sigma_d cos t_T (dtau/dt_T) T, and the published split of the tangent
-  g_r = -cos^2 t_T (sigma_d F^- - dx^TF/dt) - r cos t_T sin t_T (x^TF + sigma_d dF^-/dt_T)
-is affine in r with g_1 = sigma_d cos t_T (dtau/dt_T) T, so
-  g_r = sigma_d [-(1 - r) cos^2 t_T (F^- - dx~/dt_T) + r cos t_T (dtau/dt_T) T]:
-one jvp of the net along (u, 1, 0), the same computation as MeanFlow's, ESD's and AYF's. The
-split, the normalisation g / (||g|| + c) and c act in TrigFlow units (x^TF = sigma_d x~), as
-published; tests/test_transcriptions.py checks this against the edm2_sCM formula in TrigFlow time.
+TrigFlow frame of any interpolant (signal-to-noise matched, as FastGen's ``TrigFlowPrecond``):
+tan t_T = a(tau) / b(tau), x~ = I_tau / n(tau), n = sqrt(a^2 + b^2), and our map to the data end
+X_{tau,1}(I) = cos t_T x~ - sin t_T F. The tangent g_r is computed from the shared Eulerian
+tangent T_{tau,1}[u] (``unify.eulerian_tangent``, one jvp); its split, normalisation and c act
+in TrigFlow units, as published. Derivation: docs/methods.md (Conventions and translations).
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ from unify.flowmap import FlowMap
 class SelfDistillation(Method):
     """Base of the self-distillation family: flow matching on the diagonal plus ``distill``.
 
-    Deviations shared by the three methods, relative to the CIFAR-10 recipe (spec Sec. 8):
+    Deviations shared by the three methods, relative to the reference's CIFAR-10 configuration
+    (Keely-Ai/flow-maps ``py/configs/cifar10.py``):
     - no learned EDM2 log-variance weight e^{-w(s,t)} l + w(s,t): every term has weight 1;
     - base noise x0 ~ N(0, I), not N(0, 0.5^2 I) ('adaptive' gaussian_scale): the project's
       convention fixes the noise end of every interpolant;

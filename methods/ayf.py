@@ -1,4 +1,4 @@
-"""Align Your Flow (Sabour, Fidler & Kreis 2025): AYF-EMD and AYF-LMD, in flow-map form."""
+"""Align Your Flow (Sabour, Fidler & Kreis 2025, arXiv 2506.14603): AYF-EMD and AYF-LMD."""
 
 from __future__ import annotations
 
@@ -19,43 +19,26 @@ VARIANTS = ("emd", "lmd")
 class AlignYourFlow(Method):
     """EMD: L = E_{s<t} |v(I_s, s, t) - sg(v + T^)|^2,  T^ = T / (|T| + c),
          T = (u - v) + r (t - s)(d/ds v + grad_x v . u),  u = b_s(I_s) the teacher velocity;
-    LMD: L = E_{s<t} |v(I_s, s, t) - sg(v - R^)|^2,  R = d/dt X_{s,t}(I_s) - b_t(X_{s,t}(I_s)),
+    LMD: L = E_{s<t} |v(I_s, s, t) - sg(v - R^)|^2,  R = d/dt X_{s,t}(I_s) - b_t(X_{s,t}(I_s)).
 
-    AYF-EMD / AYF-LMD of Sabour, Fidler & Kreis 2025 (arXiv 2506.14603; METHODS_SPEC Sec. 12): the
-    Eulerian (Lagrangian) residual of Flow Map Matching used as a semi-gradient target from the same
-    weights, normalised and, for EMD, warmed up. Their AYF-time form f = x + (s_A - t_A) F with
-    data at t_A = 0 is ours with tau = 1 - t_A, v = -F (Sec. 0'.3); the gradient moves v along +T^,
-    X along the tangent toward the data end (the ports' df/dt_A with the sign of d/dtau). T is the
-    shared tangent of Sec. 0'.4 (``unify.eulerian_tangent``): with u = dI/ds, r = 1 and no
-    normalisation this is MeanFlow's target. At r = 1 and an exact teacher T = 0 on the exact map.
-
-    Published defaults kept: c = 0.1 on the per-sample L2 norm, r = min(r_max, step / H) with
-    r_max = 0.99, teacher velocity without grad, v^- = sg v (no EMA target), squared L2 summed over
-    coordinates (the spec; FastGen ``mean_flow.py`` ``opt_grad``), deterministic composition
-    sampler on the uniform grid. Not implemented (say so in any table): autoguidance (needs a
-    second, weaker teacher; unconditional data have no CFG alternative) and the adversarial
-    fine-tuning stage (a GAN outside the flow-map objective, unmatched in compute).
-    Unconfirmed details, chosen by majority of the cited implementations and exposed in ``Config``:
-    (s, t) = two i.i.d. logit-normal(-0.8, 1.0) AYF times sorted (revsic ``alignyourflow.py``;
-    FastGen's AYF-style config sorts i.i.d. logit-normal(-0.8, 1.6)), i.e. logit-normal(+0.8, 1.0)
-    on tau, all pairs off the diagonal, s < t only; the loss on v (FastGen, FlowWithMe; revsic puts
-    it on the map f, a (t - s)^2 weight); LMD normalises R like EMD (the spec's pseudocode; no
-    implementation of LMD exists) and has no warm-up. Deviation: H scales with the run
-    (``warmup`` = 2.5% of training, sCM's 10k of 400k; the AYF paper's H is unreported).
-
-    Stationarity: with r_max = 0.99 the tangent keeps -0.01 (t - s)(d/ds v + grad v . u) on the
-    exact map ("some straightness regularisation"), so the exact map is a stationary point only at
-    r_max = 1 (``exact_with``), where T = 0 pointwise for an exact teacher (exact Gaussian test:
-    dL/deps = +0.075 linear, -0.169 trig at r_max = 0.99 against slopes of 3.3 and 3.6 at +-0.2;
-    ~1e-15 at r_max = 1).
+    Source: AYF-EMD / AYF-LMD, Sabour, Fidler & Kreis 2025 (arXiv 2506.14603); no official code,
+    ports revsic/flowmodels ``alignyourflow.py``, NVlabs/FastGen ``mean_flow.py`` (``opt_grad``).
+    AYF's reversed time is translated as in docs/methods.md (tau = 1 - t_A, v = -F).
+    Defaults kept: c = 0.1 (per-sample L2), r = min(r_max, step / H), r_max = 0.99, v^- = sg v
+    (no EMA target), squared L2 on v summed over coordinates, composition sampler.
+    Deviations:
+    - no autoguidance (needs a second, weaker teacher) and no adversarial fine-tuning stage;
+    - (s, t): two sorted logit-normal(+0.8, 1.0) draws on tau (revsic; the paper's is unconfirmed);
+    - LMD normalises R like EMD and has no warm-up (no LMD implementation exists);
+    - H = 2.5% of the run (``warmup``; the paper's H is unreported).
     """
 
     needs_teacher = True
     family = "teacher-distilled"
-    init_from_teacher = True  # [unconf] as FlowWithMe and FastGen do (spec Sec. 12.4)
+    init_from_teacher = True  # unconfirmed for the paper; FlowWithMe and FastGen do so
     exact_terms = ("tangent_norm",)
     semigradient = True
-    loss_is_progress = False  # the value is |T^|^2 ~ 1 whatever the map (spec Sec. 0'.4)
+    loss_is_progress = False  # the value is |T^|^2 ~ 1 whatever the map (docs/methods.md)
     exact_with = {"r_max": 1.0}
     summary = {
         "paper": "Sabour, Fidler, Kreis 2025 (AYF), AYF-EMD; no autoguidance, no GAN stage",

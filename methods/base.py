@@ -73,12 +73,12 @@ class Method(ABC):
     #: stationarity and that the semi-gradient points back to the exact map, not a strict minimum.
     semigradient: ClassVar[bool] = False
     #: Config overrides under which the exact map is a stationary point of the expected loss, for a
-    #: method whose published defaults make it stationary only in a limit (the class docstring says
+    #: method whose published defaults make it stationary only in a limit (docs/methods.md says
     #: which and by how much). The exact test runs with them and checks that the defaults are
     #: measurably further from stationary, so the declaration cannot hide a real defect. That test
     #: uses Gaussian data: a bias that vanishes when the noise given I_t is centrally symmetric
     #: (normalised tangents, MeanFlow's adaptive weight, IMM's own-pair Laplace term) is invisible
-    #: there and is stated, with its measured size, in the class docstring instead.
+    #: there and is stated, with its measured size, in docs/methods.md instead.
     exact_with: ClassVar[dict[str, Any]] = {}
     #: paper, (s, t) trained on, target, sampler NFEs: one row of the README unification table
     summary: ClassVar[dict[str, str]] = {}

@@ -15,32 +15,20 @@ from unify.flowmap import FlowMap
 
 @register("cd")
 class ConsistencyDistillation(ConsistencyMethod):
-    """L = E_n d(X_{t_n,1}(I_{t_n}), sg X^-_{t_{n+1},1}(X'_{t_n,t_{n+1}}(I_{t_n}))), n ~ U{0..N-2}.
+    """L = E_n d(X_{t_n,1}(I_{t_n}), sg X^-_{t_{n+1},1}(X'_{t_n,t_{n+1}}(I_{t_n}))), n ~ U{0..N-2},
+    X' one teacher step (Heun for a trained velocity, the exact map for an oracle).
 
-    Song et al. 2023 (arXiv 2303.01469), Eq. 7 / Alg. 2, translated by METHODS_SPEC Sec. 0-1:
-    f(x_sigma, sigma) = X_{t,1}(I_t), so the consistency function is the map to the data end and
-    its boundary condition f(x, sigma_min) = x is X_{1,1} = id, exact by construction (no c_skip).
-    X' is one step of the teacher (``teacher.step``: Heun for a trained velocity, as in CD; the
-    exact map for an oracle, where the residual vanishes on the exact flow map).
-
-    Published defaults kept: N = 18 Karras points (rho = 7, sigma in [0.002, 80]) mapped to t by
-    the interpolant, i.e. 17 adjacent pairs, n uniform; lambda = 1.
+    Source: consistency distillation, Song, Dhariwal, Chen & Sutskever 2023 (arXiv 2303.01469),
+    Eq. 7 / Alg. 2; openai/consistency_models_cifar10 ``jcm/losses.py``. f(x_sigma, sigma) is our
+    X_{t,1}(I_t), EDM sigma translated to our time (docs/methods.md); X_{1,1} = id, no c_skip.
+    Defaults kept: N = 18 Karras points (rho = 7, sigma in [0.002, 80]), n uniform, lambda = 1;
+    target mu = 0 (theta^- = sg theta) when started from the trained teacher (init_from_teacher).
     Deviations:
-    - target EMA: ``mu=None`` (default) is the published mu = 0 (theta^- = sg theta) when the
-      student starts from the trained teacher, as published (``init_from_teacher``). From
-      scratch (the exact oracle as teacher) mu = 0 fails on the 2D ring (one-step map error 2.45
-      after 1.5k steps) and the consistency condition must travel from the data end across all
-      17 grid intervals, about one target time constant each: at 1.5k steps mu = 0.99 reached
-      0.66 only in the last quarter (0.80 under the evaluation EMA), 0.9 / 0.95 / 0.97 reached
-      0.34 / 0.34 / 0.33 (raw 0.33 at 0.95). So from scratch mu is 0.95 at 1,500 steps kept as
-      the same fraction of the run, ``run_length_decay(0.95, 1_500, steps)`` (measured, not
-      published);
-    - the grid's end points are pinned to t = 0 (sigma = inf, pure noise) and t = 1 (data), where
-      CM stops at sigma_max = 80 and sigma_min = 0.002; the boundary pair then targets x exactly;
-    - d is the pseudo-Huber distance of iCT (c = 0.00054 sqrt(d)) instead of LPIPS, which needs
-      downloaded VGG weights and only exists for images;
-    - the multistep sampler re-noises on the Karras grid of nfe steps (iCT's sigma = 0.821 for 2
-      steps) instead of CM's ternary-searched times.
+    - from scratch (exact oracle) mu = run_length_decay(0.95, 1_500, steps): measured, unpublished;
+    - grid ends pinned to t = 0 (sigma = inf) and t = 1 (data), not sigma = 80 and 0.002;
+    - d = pseudo-Huber of iCT (c = 0.00054 sqrt(d)) instead of LPIPS (downloaded VGG weights);
+    - the sampler re-noises on the Karras grid of nfe steps (2 steps: iCT's sigma = 0.821), not at
+      CM's ternary-searched times.
     """
 
     @dataclass(frozen=True)

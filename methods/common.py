@@ -27,7 +27,8 @@ def uniform(n: int, like: Tensor, lo: float = 0.0, hi: float = 1.0) -> Tensor:
 
 
 def logit_normal(n: int, like: Tensor, mean: float, std: float) -> Tensor:
-    """t = sigmoid(mean + std * N(0, 1)) (the EDM log-normal sigma law, Sec. 0 of METHODS_SPEC)."""
+    """t = sigmoid(mean + std * N(0, 1)): on the linear path, EDM's ln sigma ~ N(-mean, std^2)
+    (Karras et al. 2022, arXiv 2206.00364), since logit t = -ln sigma (docs/methods.md)."""
     return torch.sigmoid(mean + std * torch.randn(n, device=like.device, dtype=like.dtype))
 
 

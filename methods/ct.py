@@ -18,25 +18,17 @@ from unify.flowmap import FlowMap
 class ConsistencyTraining(ConsistencyMethod):
     """L = E_n lambda_n d(X_{t_n,1}(I_{t_n}), sg X^-_{t_{n+1},1}(I_{t_{n+1}})), same (x0, x1) pair.
 
-    CT of Song et al. 2023 (arXiv 2303.01469, Eq. 10 / Alg. 3): the teacher step of CD replaced by
-    the interpolant itself at the later time (an Euler step with x1 as the denoiser), translated by
-    METHODS_SPEC Sec. 0-2. No teacher. Its minimiser is not the exact flow map at finite N
-    (E[I_{t_{n+1}} | I_{t_n}] is not X_{t_n,t_{n+1}}(I_{t_n})), so no term is exact.
-
-    Where iCT (Song & Dhariwal 2023, arXiv 2310.14189, Sec. 3) improves on CT we follow iCT:
-    - target theta^- = sg theta (mu = 0) instead of CT's adaptive EMA mu(k) (option ``mu``: a fixed
-      EMA, kept in nets, for mu > 0);
-    - N(k) = min(s0 2^floor(k / K'), s1) + 1 grid points, K' = floor(K / (log2 floor(s1/s0) + 1)),
-      K = total_steps, instead of CT's square-root schedule;
-    - pair index n with p(n) ~ erf((ln sigma_n - P_mean) / (sqrt2 P_std)) - erf((ln sigma_{n+1} -
-      P_mean) / (sqrt2 P_std)), P_mean = -1.1, P_std = 2.0 (the discretised lognormal; option
-      ``index_law = "uniform"`` gives CT's uniform n);
-    - d = pseudo-Huber (c = 0.00054 sqrt(d)), lambda_n = 1 / (sigma_n - sigma_{n+1}) in the
-      published sigma of the grid points (ends read 80 and 0.002), not LPIPS.
-    Deviations: s1 = 320 instead of 1280 (our budgets are about 10x shorter than iCT's 400k steps,
-    so two fewer doublings; s0 = 10 kept); Karras grid ends pinned to t = 0 and 1 (the boundary
-    pair targets x1 itself); sampler re-noises on the Karras grid of nfe steps (sigma = 0.821 for
-    2 steps, as iCT).
+    Source: consistency training, Song et al. 2023 (arXiv 2303.01469, Eq. 10 / Alg. 3), with the
+    improved-CT recipe of Song & Dhariwal 2023 (iCT, arXiv 2310.14189, Sec. 3; no official code).
+    EDM sigma translated to our time (docs/methods.md). No teacher.
+    Defaults kept (iCT): theta^- = sg theta (``mu`` = 0); N(k) = min(s0 2^floor(k / K'), s1) + 1
+    grid points, K' = floor(K / (log2 floor(s1/s0) + 1)), s0 = 10; pair index from the discretised
+    lognormal (P_mean = -1.1, P_std = 2.0); d = pseudo-Huber (c = 0.00054 sqrt(d)); lambda_n =
+    1 / (sigma_n - sigma_{n+1}) in the published sigmas; 2 sampler steps re-noise at sigma = 0.821.
+    Deviations:
+    - s1 = 320 instead of 1280 (budgets ~10x shorter than iCT's 400k steps: two fewer doublings);
+    - Karras grid ends pinned to t = 0 and 1 (the boundary pair targets x1 itself);
+    - 3+ sampler steps re-noise on the Karras grid of nfe steps.
     """
 
     @dataclass(frozen=True)

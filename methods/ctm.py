@@ -15,30 +15,21 @@ from unify.flowmap import FlowMap
 
 @register("ctm")
 class ConsistencyTrajectory(Method):
-    """L_CTM = E d(X^-_{u,1}(X_{s,u}(I_s)), sg X^-_{u,1}(X^{sg}_{m,u}(X'_{s,m}(I_s)))), s < m <= u.
+    """L_CTM = E d(X^-_{u,1}(X_{s,u}(I_s)), sg X^-_{u,1}(X^{sg}_{m,u}(X'_{s,m}(I_s)))), s < m <= u,
+    X' the teacher ODE step s -> m, X^- the target map (weights frozen, graph through its input).
 
-    Kim et al. 2023 (arXiv 2310.02279), Eq. 6-7 (soft consistency matching), in our direction
-    (METHODS_SPEC Sec. 4): CTM's G(x_t, t, s) with sigma_s <= sigma_t is X_{s,u} from an early
-    (noisy) time s to a later time u; X' is the teacher ODE step (CTM's Heun solver) from s to m;
-    both sides are carried to the data end by the target map X^- = X_{theta^-}. The inner map of the
-    target uses the current weights without gradient (the code default ``model_sg``); the outer
-    X^- has frozen weights but the gradient flows through its input (freeze the weights, not the
-    graph; cf. the consistency-policy#4 pitfall). Exact residual: X_{u,1} X_{s,u} = X_{s,1} =
-    X_{u,1} X_{m,u} X_{s,m}.
-
-    Published defaults kept: N = 18 Karras points mapped to t (ends pinned to 0 and 1); teacher
-    step count n in {1..N-1} with p(n) ~ n, s index ~ U{0..N-1-n}, m = s + n, u index ~
-    U{m..N-1}; theta^- EMA 0.999 (``start_ema``) for CTM's 10-50k-step CIFAR runs, kept as a lag
-    of the same fraction of the run: ``mu=None`` (default) is ``run_length_decay(0.999, 50_000,
-    steps)`` (0.967 at 1,500 steps). Fine-tuned from the teacher network as published
-    (``init_from_teacher``) when the teacher is a trained fm. Optional DSM term (``dsm_weight``, default 0 = off): the
-    velocity form of CTM's denoising loss, E |v(I_t, t, t) - dI_t/dt|^2 (flow matching on the
-    diagonal), t = t(sigma) with ln sigma ~ N(-1.2, 1.2^2). Deviations: pseudo-Huber (iCT's
-    c = 0.00054 sqrt(d)) instead of LPIPS (downloaded weights, images only); the DSM term has a
-    fixed weight, not CTM's adaptive last-layer gradient-norm ratio (the FlowMap hides its last
-    layer), no EDM lambda(sigma) weight (the velocity form is already well scaled) and no
-    Karras-fraction half of its sigma law; no GAN term; the sampler is gamma = 0 (deterministic
-    composition) on the Karras grid of nfe steps.
+    Source: Kim et al. 2023 (CTM, arXiv 2310.02279), Eq. 6-7 (soft consistency matching);
+    sony/ctm ``code/cm/karras_diffusion.py`` (``ctm_losses``) and ``code/cm/resample.py``. CTM's
+    G(x_t, t, s) is our X_{s,u}, EDM sigma translated to our time (docs/methods.md).
+    Defaults kept: N = 18 Karras points; n in {1..N-1} with p(n) ~ n, s ~ U{0..N-1-n}, m = s + n,
+    u ~ U{m..N-1}; inner target map with the current weights under no_grad (``model_sg``);
+    fine-tuned from the teacher (``init_from_teacher``); DSM term optional (``dsm_weight``).
+    Deviations:
+    - theta^- EMA run_length_decay(0.999, 50_000, steps): CTM's 0.999 as a fraction of the run;
+    - Karras grid ends pinned to t = 0 and 1;
+    - d = pseudo-Huber (iCT's c) instead of LPIPS (downloaded weights, images only);
+    - DSM term in velocity form, fixed weight, no lambda(sigma), only its lognormal sigma law;
+    - no GAN term; sampler gamma = 0 (deterministic composition) on the Karras grid of nfe steps.
     """
 
     @dataclass(frozen=True)

@@ -15,14 +15,13 @@ from unify.flowmap import FlowMap, map_ds
 
 @register("emd")
 class EulerianMapDistillation(Method):
-    """L = E_{s,t} E |d/ds X_{s,t}(I_s) + grad X_{s,t}(I_s) b_s(I_s)|^2 (paper Prop. 3.7, w = 1).
+    """L = E_{s,t} E |d/ds X_{s,t}(I_s) + grad X_{s,t}(I_s) b_s(I_s)|^2, b the teacher velocity.
 
-    The whole residual is one forward-mode jvp of the map with tangent (b_s(I_s), 1, 0) in
-    (x, s, t); the teacher velocity b_s(I_s) does not depend on the student, so it is computed
-    without a graph.
-
-    Deviation: (s, t) ~ U[0, 1]^2 sorted so s <= t (``order="forward"``); the public code keeps
-    both orders (``order="both"``), but samplers only use s < t (as for ``lmd``).
+    Source: Eulerian map distillation, Boffi, Albergo & Vanden-Eijnden 2024 (Flow Map Matching,
+    arXiv 2406.07507), Prop. 3.7; nmboffi/flow_map_matching_public ``py/common/losses.py``.
+    Defaults kept: w(s, t) = 1, (s, t) ~ U[0, 1]^2.
+    Deviation: pairs sorted so s <= t (``order="forward"``; the public code keeps both orders,
+    ``order="both"``), the only direction samplers use.
     """
 
     family = "teacher-distilled"

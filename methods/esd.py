@@ -19,27 +19,13 @@ STOPGRADS = ("full", "convex")
 class EulerianSelfDistillation(SelfDistillation):
     """L = diag_frac E_t |v(I_t, t, t) - dI_t/dt|^2
          + (1 - diag_frac) E_{s,t} |d/ds X_{s,t}(I_s) + sg[grad X_{s,t}(I_s) . sg b_s(I_s)]|^2,
+    b_s(x) = v(x, s, s) the model's own velocity under no_grad (no EMA).
 
-    the ESD loss of Boffi, Albergo & Vanden-Eijnden 2025 ("How to build a consistency model",
-    arXiv 2505.18825; reference ``esd_term`` in Keely-Ai/flow-maps ``py/common/losses.py``).
-    b_s(x) = v(x, s, s) is the model's own velocity under no_grad (teacher = current weights, no
-    EMA). At the exact map d/ds X_{s,t}(x) + grad X_{s,t}(x) b_s(x) = 0 for every x (X_{s,t}(x_s)
-    is constant along trajectories), so the term is zero pointwise.
-
-    ``stopgrad`` selects the reference's gradient structure; the residual's value is the same:
-    - "full" (published CIFAR-10 default): the advective term grad X . b is a constant, the
-      gradient flows through d/ds X only. Two jvps: d/ds X with graph (tangent (0, 1, 0)), and the
-      whole residual d/ds X + grad X . b under no_grad (tangent (b, 1, 0)); the loss uses
-      d/ds X + sg(residual - d/ds X), whose value is the residual. A single jvp cannot split the
-      gradient between the two parts of its tangent output.
-    - "convex": only b is stopped; one jvp with tangent (b, 1, 0) with graph, so the gradient also
-      flows through grad X . b. Cheaper by one no-grad jvp.
-    Both jvps are the shared Eulerian tangent T[u] = d/ds X + grad X . u of METHODS_SPEC Sec. 0'.4
-    (``unify.eulerian_tangent``, u = 0 for d/ds X alone), the tangent of MeanFlow, sCM and AYF.
-
-    Published defaults used: diag_frac 0.75, t ~ U[0, 1], (s, t) ~ U[0, 1]^2 both orders,
-    stopgrad "full". Deviations (no learned log-variance weight, N(0, I) noise, per-coordinate
-    mean distance, dropout) are listed in :class:`methods._selfdistill.SelfDistillation`.
+    Source: ESD of Boffi, Albergo & Vanden-Eijnden 2025 ("How to build a consistency model",
+    arXiv 2505.18825); reference ``esd_term`` in Keely-Ai/flow-maps ``py/common/losses.py``.
+    Defaults kept: diag_frac 0.75, t ~ U[0, 1], (s, t) ~ U[0, 1]^2 both orders, ``stopgrad``
+    "full" (CIFAR-10: gradient through d/ds X only; "convex" also through grad X . b).
+    Deviations: those of :class:`methods._selfdistill.SelfDistillation`.
     """
 
     exact_terms = ("esd",)

@@ -15,11 +15,12 @@ from unify.ode import solve
 
 @register("fm")
 class FlowMatching(Method):
-    """L = E_t |v(I_t, t, t) - dI_t/dt|^2, t ~ U[0, 1] (Albergo & Vanden-Eijnden 2023, Eq. 2.9;
-    Lipman et al. 2023). Its minimiser is the velocity b_t(x) = E[dI_t/dt | I_t = x].
+    """L = E_t |v(I_t, t, t) - dI_t/dt|^2, t ~ U[0, 1]; minimiser b_t(x) = E[dI_t/dt | I_t = x].
 
-    It trains only the diagonal v(x, t, t), so its own sampler is the Euler method on that
-    velocity over a uniform grid (N steps, N NFE); Heun and dopri5 baselines come from the harness.
+    Source: stochastic interpolants, Albergo & Vanden-Eijnden 2023 (arXiv 2209.15571), Eq. 2.9;
+    flow matching, Lipman et al. 2023 (arXiv 2210.02747).
+    Sampler: it trains only the diagonal v(x, t, t), so the Euler method on that velocity over a
+    uniform grid (N steps, N NFE); Heun and dopri5 baselines come from the harness.
     """
 
     @dataclass(frozen=True)

@@ -14,13 +14,13 @@ from unify.flowmap import FlowMap, map_dt
 
 @register("fmm")
 class FlowMapMatching(Method):
-    """L = E_{s,t} E [ |d/dt X_{s,t}(X_{t,s}(I_t)) - dI_t/dt|^2 + |X_{s,t}(X_{t,s}(I_t)) - I_t|^2 ]
-    (paper Prop. 3.4), (s, t) ~ U[0, 1]^2 in both orders: maps are trained in both directions.
+    """L = E_{s,t} E [|d/dt X_{s,t}(X_{t,s}(I_t)) - dI_t/dt|^2 + w |X_{s,t}(X_{t,s}(I_t)) - I_t|^2],
+    (s, t) ~ U[0, 1]^2 in both orders (maps trained in both directions), w = ``invert_weight``.
 
-    y = X_{t,s}(I_t) carries I_t back to s; one jvp of X_{s,.}(y) in t gives the Lagrangian
-    derivative, regressed on dI_t/dt (its minimiser is b_t), and X_{s,t}(y) must return to I_t
-    (invertibility). The public code keeps only the first term; we keep both, as the paper states,
-    with weight ``invert_weight`` on the second.
+    Source: direct flow map matching, Boffi, Albergo & Vanden-Eijnden 2024 (arXiv 2406.07507),
+    Prop. 3.4; nmboffi/flow_map_matching_public ``py/common/losses.py`` (``lagrangian``).
+    Defaults kept: (s, t) ~ U[0, 1]^2 in both orders; no teacher.
+    Deviation: the paper's invertibility term is kept (w = 1); the public code has only the first.
     """
 
     exact_terms = ("invert",)

@@ -17,43 +17,19 @@ ESTIMATORS = ("v", "u")
 
 @register("imm")
 class InductiveMomentMatching(Method):
-    """L = E_{groups} w(tau_t) MMD^2({X_{tau_t,tau_s}(I^i_{tau_t})}_i, {sg X_{tau_r,tau_s}(I^i_{tau_r})}_i),
+    """L = E_groups w(tau_t) MMD^2({X_{tau_t,tau_s}(I^i_{tau_t})}_i, {sg X_{tau_r,tau_s}(I^i_{tau_r})}_i),
     k(y, y') = exp(-|y - y'|_2 / (|c_out| D)),  w = 1/2 sigmoid(beta - lam) lam' b^a / (a^2 + b^2),
+    lam = 2 ln(b / a); M particles per group share tau_t < tau_r <= tau_s, each its own (x0, x1).
 
-    the IMM loss of Zhou, Ermon & Song 2025 (arXiv 2503.07565; METHODS_SPEC Sec. 13, as in
-    stockeh/imm ``training/loss.py``) in our time tau = 1 - t (Sec. 0'.2, map A). A batch is cut
-    into groups of M particles sharing (tau_t < tau_r <= tau_s); I_{tau_r} uses the same (x0, x1) as
-    I_{tau_t}; the target particles come from the same weights under no_grad with the same dropout
-    mask (RNG forked), in float32 outside autocast (the IMMLoss port's ``force_fp32``).
-    lam = 2 ln(b / a) is the log-SNR, lam' its tau-derivative. The kernel's |c_out| is that of the
-    euler map X = x + (tau_s - tau_t) v (sigma_d cancels in map A).
-
-    Published defaults kept (CIFAR-10, Table 5 as read by stockeh and revsic): M = 4, a = 1,
-    beta = 5 (IMM's b), k = 15, eta_max = 160, eta_min = 0: tau_r = min(tau_s, eta^-1(eta(tau_t) -
-    (eta_max - eta_min) / 2^k)), eta = a / b, clamped to eta(0.994); tau_t ~ U[0.006, 0.994],
-    tau_s ~ U[tau_t, 0.994] (stockeh, revsic; the paper's law is unconfirmed); Laplace kernel on
-    the unsquared L2 distance / D, distances clamped at 1e-8 and computed without the matmul
-    formula; the V-statistic (diagonal included); composition sampler, 2 steps through eta = 1.4.
-    Deviations: the project's euler ``FlowMap`` instead of the CIFAR ``simple_edm`` head (an
-    official option); the kernel's |c_out| = tau_s - tau_t of that map (the unattributed IMMLoss;
-    stockeh's euler branch uses sigma_d t, which is not this map's c_out); samplers start at
-    tau = 0 and end at tau = 1 (published: 0.006 -> 0.994); other NFEs use the uniform grid.
-
-    Stationarity of the exact map under the semi-gradient (the V-statistic is ((M - 1)/M) U +
-    (1/M) D, U the U-statistic, D the own-pair terms). U has zero expected semi-gradient there for
-    any data (y_i and y~_j, i != j, are independent with equal laws). In D, k(y_i, y_i) is constant,
-    but k(y_i, y~_i) pairs a particle with its own target, built from the same (x0, x1), and the
-    Laplace kernel's gradient (w/D) k (y - y~)/|y - y~| is a unit vector that does not shrink as
-    y~_i -> y_i: D is an L1-type consistency-training term (M = 1 is consistency training, as the
-    paper notes) whose expected semi-gradient vanishes only when the law of the pair residual given
-    I_t is centrally symmetric (Gaussian data, the exact test: dL/deps = -0.005 +- 0.003 linear,
-    -0.004 +- 0.003 trig at the exact map against slopes of 0.52 and 0.40, 32 seeds of 16384). On an
-    asymmetric two-component 2D mixture (exact map by a float64 dopri5 solve) it does not vanish:
-    -0.030 +- 0.004 (linear) and -0.023 +- 0.003 (trig) against slopes of 0.49 and 0.39 (16 seeds),
-    so the published estimator is stationary at the exact map only as M -> infinity (or on
-    symmetric data). ``estimator = "u"`` removes the bias (+4e-5 +- 1e-4 there), but at the
-    published decrement (tau_r - tau_t ~ 1e-3) its restoring force is ~2000x weaker than D's (slope
-    2e-4 against 0.49): the published gradient is almost all D, an L1-type consistency term.
+    Source: Zhou, Ermon & Song 2025 (IMM, arXiv 2503.07565); lumalabs/imm (inference code only),
+    the loss as in stockeh/imm ``training/loss.py``; IMM time t = 1 - tau (docs/methods.md).
+    Defaults kept (CIFAR-10): M = 4, a = 1, beta = 5, k = 15, eta_max = 160, eta_min = 0 (tau_r by
+    a constant eta = a / b decrement), tau_t ~ U[0.006, 0.994], tau_s ~ U[tau_t, 0.994]; Laplace
+    kernel, V-statistic; target in float32 with the same dropout mask; 2 steps through eta = 1.4.
+    Deviations:
+    - the project's euler FlowMap instead of the CIFAR ``simple_edm`` head (an official option);
+    - kernel |c_out| = tau_s - tau_t of that map (stockeh's euler branch uses sigma_d t);
+    - samplers run from tau = 0 to 1 (published 0.006 -> 0.994); other NFEs on the uniform grid.
     """
 
     needs_teacher = False
@@ -145,7 +121,7 @@ class InductiveMomentMatching(Method):
         self, fm: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
     ) -> Tensor:
         """Push-forward composition; 2 steps through eta = a/b = ``mid_eta`` (IMM's CIFAR-10
-        sampler: tau = 0.417 linear, 0.376 trig), other NFEs on the uniform grid."""
+        sampler: tau = 0.417 linear, 0.395 trig), other NFEs on the uniform grid."""
         self.check_nfe(nfe)
         if nfe != 2 or self.cfg.mid_eta is None:
             return unify.sample(fm, x0, nfe, "uniform")

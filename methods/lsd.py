@@ -15,20 +15,13 @@ from unify.flowmap import FlowMap, map_dt
 class LagrangianSelfDistillation(SelfDistillation):
     """L = diag_frac E_t |v(I_t, t, t) - dI_t/dt|^2
          + (1 - diag_frac) E_{s,t} |d/dt X_{s,t}(I_s) - sg b_t(sg X_{s,t}(I_s))|^2,
+    b_t(x) = v(x, t, t) the model's own velocity under no_grad (no EMA).
 
-    the LSD loss of Boffi, Albergo & Vanden-Eijnden 2025 ("How to build a consistency model",
-    arXiv 2505.18825; reference ``lsd_term`` in Keely-Ai/flow-maps ``py/common/losses.py``, its
-    'convex' stop-gradient). b_t(x) = v(x, t, t) is the model's own velocity with the current
-    weights under no_grad (the reference's teacher_params = params, no EMA); d/dt X is one
-    forward-mode jvp with tangent (0, 0, 1) (``unify.map_dt``), through which the gradient flows.
-    At the exact flow map d/dt X_{s,t}(x) = b_t(X_{s,t}(x)) for every x, so the term is zero
-    pointwise.
-
-    Published defaults used: diag_frac 0.75, t ~ U[0, 1] on the diagonal, (s, t) ~ U[0, 1]^2 both
-    orders off it. Deviations (no learned log-variance weight, N(0, I) noise, per-coordinate mean
-    distance, dropout) are listed in :class:`methods._selfdistill.SelfDistillation`.
-
-    Cost: the off-diagonal part is one jvp with graph plus one no-grad velocity call.
+    Source: LSD of Boffi, Albergo & Vanden-Eijnden 2025 ("How to build a consistency model",
+    arXiv 2505.18825); reference ``lsd_term`` ('convex' stop-gradient) in Keely-Ai/flow-maps
+    ``py/common/losses.py``.
+    Defaults kept: diag_frac 0.75, t ~ U[0, 1] on the diagonal, (s, t) ~ U[0, 1]^2 both orders.
+    Deviations: those of :class:`methods._selfdistill.SelfDistillation`.
     """
 
     exact_terms = ("lsd",)

@@ -31,27 +31,18 @@ class TrajectoryPool(nn.Module):
 
 @register("no")
 class NeuralOperator(Method):
-    """L = E_{x0 in pool} sum_k w_k d(X_{0,t_k}(x0), X'_{0,t_k}(x0)) / sum_k w_k, fixed t_k.
+    """L = E_{x0 in pool} sum_k w_k d(X_{0,t_k}(x0), X'_{0,t_k}(x0)) / sum_k w_k, fixed t_k,
+    X' precomputed teacher ODE trajectories from ``pool_size`` noise draws (seed ``pool_seed``).
 
-    DSNO (Zheng et al. 2023, arXiv 2211.13449, Eq. 7; METHODS_SPEC Sec. 6): regress the map from
-    noise onto precomputed teacher ODE trajectories at the fixed times t_k. With a per-(s, t)
-    network the operator's temporal Fourier layers have no analogue: each output is X_{0,t_k}(x0),
-    all K evaluated in one batched forward. The trajectories are precomputed once (first loss call)
-    for ``pool_size`` noise draws from a dedicated generator (``pool_seed``), by chaining
-    ``teacher.step`` over ``substeps`` uniform sub-intervals between consecutive t_k, and kept in a
-    buffer of ``nets["pool"]`` (checkpointed); each loss draws a batch of the size of x1 from the
-    pool with replacement (the loss ignores x1's values and the caller's x0: the noise must be the
-    pool's).
-
-    Published defaults kept: the 'quad' time set t_PD = i^2/256, i in {12, 8, 4, 0}, i.e. t_k =
-    {0.4375, 0.75, 0.9375, 1} (t = 1 - t_PD, the cosine VP schedule = our Trig path); no target
-    network. Deviations: d = pseudo-Huber (iCT's c) instead of VGG-feature LPIPS (downloaded
-    weights, images only); weights uniform by default (``weights = "snr"`` gives DSNO's
-    w_k = clamp(sqrt(SNR_k), 1, 1e4) with SNR = (b/a)^2 of the actual interpolant, which equals
-    clamp(tan(pi t_k / 2), 1, 1e4) on Trig and lets the t = 1 term dominate 1e4 : 10 : 2.4 : 1);
-    pool of 4096 trajectories (DSNO stores far more, offline) with 16 teacher steps per interval
-    (64 in all) instead of 512-step DDIM; trajectories computed in-process, not read from LMDB.
-    Sampler: 1 NFE, X_{0,1}(x0).
+    Source: DSNO, Zheng et al. 2023 (arXiv 2211.13449), Eq. 7; devzhk/DSNO-pytorch
+    ``utils/loss.py``. One output X_{0,t_k} per time stands for the operator's temporal layers.
+    Defaults kept: 'quad' times t_k = {0.4375, 0.75, 0.9375, 1} (t_PD = i^2/256, i in {12, 8, 4,
+    0}, our t = 1 - t_PD, docs/methods.md); no target network; 1-NFE sampler X_{0,1}(x0).
+    Deviations:
+    - d = pseudo-Huber (iCT's c) instead of VGG-feature LPIPS (downloaded weights, images only);
+    - weights uniform by default (``weights = "snr"``: DSNO's clamp(sqrt SNR, 1, 1e4));
+    - 4096 trajectories with 16 teacher steps per interval (64 in all), not 512-step DDIM;
+    - trajectories computed in-process at the first loss call (checkpointed), not read from LMDB.
     """
 
     @dataclass(frozen=True)

@@ -24,35 +24,19 @@ class _Progress(nn.Module):
 
 @register("pd")
 class ProgressiveDistillation(Method):
-    """L = E_s w(s, t) |X_{s,t}(I_s) - sg X^T_{s+h,t}(X^T_{s,s+h}(I_s))|^2, t = s + 1/N, h = 1/(2N).
+    """L = E_s w(s, t) |X_{s,t}(I_s) - sg X^T_{s+h,t}(X^T_{s,s+h}(I_s))|^2, t = s + 1/N, h = 1/(2N),
+    s uniform on {0, 1/N, ..., 1 - 1/N}, w = max(a_s^2, b_s^2) / (a_s b_t - a_t b_s)^2.
 
-    Salimans & Ho 2022 (arXiv 2202.00512), Alg. 2, flow-map form of METHODS_SPEC Sec. 5, with s
-    uniform on {0, 1/N, ..., 1 - 1/N}. Weight: the paper's truncated-SNR x-space loss
-    max(SNR_s, 1) |x_hat - x_tilde|^2, translated exactly for a DDIM-parametrised map (X_{s,t} =
-    (a_t/a_s) x + c x_hat, c = b_t - a_t b_s / a_s, SNR = (b/a)^2): w = max(a_s^2, b_s^2) /
-    (a_s b_t - a_t b_s)^2, finite for every grid s and of order 1 / (t - s)^2, so L is a velocity-
-    scale error at every stage. This also sidesteps the ill-conditioned x_tilde inversion
-    (Hramchenko/diffusion_distiller#5): the target stays in x_t space.
-
-    Stages: N = start_steps, start_steps/2, ..., final_steps, total_steps split evenly; the stage
-    is a function of the step alone. Stage 0 uses ``teacher.step`` for the two half-steps; when the
-    stage changes (after_step), the teacher becomes a frozen copy of the student (``nets
-    ["teacher"]``, checkpointed) and N halves. The sampler is composition on the uniform N-grid of
-    the current stage (final_steps after training): nfe == N only.
-    Published: N 8192 -> 1 (13 halvings, 50k steps each), no EMA target, uniform time grid of the
-    cosine schedule (= our Trig path). Deviations: start_steps = 16 (our budgets are ~100x
-    shorter: 5 stages of 300 steps on gmm small; one-step flowmap_err over 3 seeds 0.529 +- 0.006
-    from 16, 0.717 +- 0.047 from 64, 0.558 from 32 at seed 0); the stages share the steps equally
-    as published (``last_weight`` > 1 gives the 2- and 1-step stages more, as the CM
-    re-implementation does: 2 scored 1.08-1.13 on gmm small, worse than 1). Assumes
-    ``after_step`` gets the step index of the preceding ``loss``.
-    The student starts from the teacher's weights when the teacher is a trained fm
-    (``init_from_teacher``), and then, as published, the learning rate anneals linearly to 0
-    within each stage (``lr_scale``). From scratch (the exact oracle as teacher) the lr stays
-    constant (``anneal=None``, the default, picks by the initialisation; True/False force it):
-    the anneal assumes each stage starts from a trained student, and stage 0 from scratch must
-    first learn the map (gmm small, seed 0, raw weights: one-step error 1.33 with the anneal,
-    0.67 without). The evaluation EMA restarts with each stage (the trainer reads ``stage``).
+    Source: progressive distillation, Salimans & Ho 2022 (arXiv 2202.00512), Alg. 2;
+    google-research ``diffusion_distillation/dpm.py``. w is its truncated-SNR x-space weight
+    max(SNR_s, 1) translated exactly for a DDIM-parametrised map (docs/methods.md).
+    Defaults kept: N halves each stage down to ``final_steps`` = 1, stages share the steps
+    equally, teacher X^T <- frozen student at each stage (stage 0: ``teacher.step``), no EMA
+    target, uniform grid (the cosine schedule is our trig path), lr annealed linearly to 0 in
+    each stage when fine-tuned from the teacher; the sampler runs at nfe == N only.
+    Deviations:
+    - ``start_steps`` = 16 instead of 8192 (our budgets are ~100x shorter);
+    - from scratch (exact oracle) the lr stays constant (``anneal=None`` picks by initialisation).
     """
 
     @dataclass(frozen=True)

@@ -14,14 +14,16 @@ from unify.flowmap import FlowMap
 
 @register("pfmm")
 class ProgressiveFlowMapMatching(Method):
-    """L = E |X_{s,t}(I_s) - sg (X'_{m,t} o X'_{s,m})(I_s)|^2, m = (s + t) / 2 (K = 2, the code).
+    """L = E |X_{s,t}(I_s) - sg (X'_{m,t} o X'_{s,m})(I_s)|^2, m = (s + t) / 2, with gaps
+    0 <= t - s <= delta_k = 2^(k - stages + 1) in stage k; X' = the teacher (stage 0) or the
+    previous stage's frozen student.
 
-    Stage k of ``stages`` (equal shares of training) allows gaps 0 <= t - s <= delta_k with
-    delta_k = 2^(k - stages + 1), so the last stage covers the whole [0, 1]. In stage 0 the target
-    is one teacher ODE step over the gap (the paper's "one Euler step of b"; here the teacher's own
-    step, Heun for a trained velocity and the exact map for an oracle). From stage 1 on, X' is a
-    frozen copy of the student taken at the stage change, composed twice over half gaps of at most
-    delta_{k-1}. Deviation: pairs are drawn forward only (s <= t), the direction samplers use.
+    Source: progressive flow map matching, Boffi, Albergo & Vanden-Eijnden 2024 (arXiv 2406.07507),
+    Sec. 3.4; nmboffi/flow_map_matching_public ``py/common/losses.py`` (K = 2, the midpoint).
+    Defaults kept: K = 2 composition; teacher <- student copy at each stage change.
+    Deviations:
+    - stage 0 uses one step of the teacher (Heun / exact), not one Euler step of b;
+    - pairs drawn forward only (s <= t), the direction samplers use.
     """
 
     family = "teacher-distilled"

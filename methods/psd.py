@@ -20,22 +20,14 @@ VARIANTS = ("uniform", "midpoint")
 class ProgressiveSelfDistillation(SelfDistillation):
     """L = diag_frac E_t |v(I_t, t, t) - dI_t/dt|^2
          + (1 - diag_frac) E_{s,t,h} |v(I_s, s, t) - sg[(1 - h) v(I_s, s, u) + h v(X_{s,u}(I_s), u, t)]|^2,
-    u = h s + (1 - h) t,
+    u = h s + (1 - h) t; the two-hop teacher uses the current weights under no_grad (no EMA).
 
-    the PSD loss of Boffi, Albergo & Vanden-Eijnden 2025 ("How to build a consistency model",
-    arXiv 2505.18825; reference ``psd_term`` in Keely-Ai/flow-maps ``py/common/losses.py``, its
-    'convex' stop-gradient: the whole two-hop teacher is evaluated with the current weights under
-    no_grad, no EMA). The weights follow from the semigroup X_{s,t} = X_{u,t} o X_{s,u}:
-    (t - s) v_{s,t} = (u - s) v_{s,u} + (t - u) v_{u,t}(X_{s,u}) with u - s = (1 - h)(t - s) and
-    t - u = h (t - s); so at the exact map the term is zero pointwise, for either order of (s, t).
-
-    ``variant`` "uniform" (PSD-U, default): h ~ U[0, 1] per sample; "midpoint" (PSD-M): h = 1/2.
-    Published defaults used: diag_frac 0.75, t ~ U[0, 1], (s, t) ~ U[0, 1]^2 both orders. The
-    residual is on the mean velocity v (as published), i.e. |X - X_teacher|^2 / (t - s)^2.
-    Deviations (no learned log-variance weight, N(0, I) noise, per-coordinate mean distance,
-    dropout) are listed in :class:`methods._selfdistill.SelfDistillation`.
-
-    Cost: the off-diagonal part is one forward with graph plus two no-grad forwards (no jvp).
+    Source: PSD of Boffi, Albergo & Vanden-Eijnden 2025 ("How to build a consistency model",
+    arXiv 2505.18825); reference ``psd_term`` ('convex' stop-gradient) in Keely-Ai/flow-maps
+    ``py/common/losses.py``.
+    Defaults kept: diag_frac 0.75, t ~ U[0, 1], (s, t) ~ U[0, 1]^2 both orders, residual on the
+    mean velocity v; ``variant`` "uniform" (PSD-U, h ~ U[0, 1]; "midpoint" is PSD-M, h = 1/2).
+    Deviations: those of :class:`methods._selfdistill.SelfDistillation`.
     """
 
     exact_terms = ("psd",)

@@ -13,24 +13,21 @@ from methods.base import register
 class ContinuousConsistencyDistillation(SCM):
     """L = E[lambda(t_T) e^{-u_phi(t_T)} (1/D) |F_theta - F^- - g^|^2 + u_phi(t_T)],
     g^ = g_r / (|g_r| + c),  g_r = -cos^2 t_T (sigma_d F^- - dx^TF/dt) - r cos t_T sin t_T (x^TF +
-    sigma_d dF^-/dt_T),
+    sigma_d dF^-/dt_T),  dx^TF/dt = sigma_d F_teacher (our teacher velocity, in TrigFlow time t_T).
 
-    the sCM objective of Lu & Song 2024 (arXiv 2410.11081; METHODS_SPEC Sec. 11; ports edm2_sCM
-    ``loss_scm.py``, FastGen ``sCM.py``) with the tangent along the teacher's PF-ODE velocity,
-    dx^TF/dt = sigma_d F_teacher (our u = b_tau(I_tau) of the teacher, converted to TrigFlow time by
-    ``methods._scm``; no CFG for unconditional data). At r = 1 and an exact teacher the tangent
-    vanishes on the exact flow map, so the unnormalised ``tangent_norm`` is an exact term.
-
-    Published defaults, unconfirmed details and deviations are those of ``sct`` (see its
-    docstring): ln(sigma_d tan t_T) ~ N(-1.0, 1.4^2), c = 0.1 per-sample L2 in TrigFlow units,
-    warm-up 2.5% of training, learned log-variance, prior weight on, t_mid = 1.1. As published,
-    the student starts from the teacher's weights when the teacher is a trained fm
-    (``init_from_teacher``); with the exact oracle (gmm) it starts from scratch.
+    Source: sCD of Lu & Song 2024 (sCM, arXiv 2410.11081); no official code, ports
+    EpiGenomicsCode/edm2_sCM ``training/loss_scm.py`` and NVlabs/FastGen ``sCM.py``; the TrigFlow
+    frame is in :mod:`methods._scm` (translation: docs/methods.md).
+    Defaults, unconfirmed choices and deviations: those of ``sct`` (ln(sigma_d tan t_T) ~
+    N(-1.0, 1.4^2), c = 0.1 per-sample L2 in TrigFlow units, warm-up 2.5% of training, learned
+    log-variance, prior weight on, t_mid = 1.1), plus:
+    - no CFG (unconditional data);
+    - starts from the teacher's weights when it is a trained fm, from scratch with the exact oracle.
     """
 
     needs_teacher = True
     family = "consistency"
-    init_from_teacher = True  # sCM starts from a TrigFlow diffusion teacher (spec Sec. 11.6)
+    init_from_teacher = True  # edm2_sCM presets: sCD starts from its TrigFlow diffusion teacher
     exact_terms = ("tangent_norm",)
     summary = {
         "paper": "Lu & Song 2024 (sCM), sCD",

@@ -16,38 +16,19 @@ from unify.interpolant import bcast
 
 @register("shortcut")
 class Shortcut(Method):
-    """L = (1/B) [sum_FM |v(I_t, t, t) - dI_t/dt|^2 + sum_SC |v(I_t, t, t + 2d) - sg V_tgt|^2],
-    V_tgt = 1/2 [v^-(I_t, t, t + d) + v^-(x', t + d, t + 2d)],  x' = I_t + d v^-(I_t, t, t + d),
+    """L = (1/B) [sum_FM |v(I_t, t, t + h) - dI_t/dt|^2 + sum_SC |v(I_t, t, t + 2d) - sg V_tgt|^2],
+    V_tgt = 1/2 [v^-(I_t, t, t + d) + v^-(x', t + d, t + 2d)],  x' = I_t + d v^-(I_t, t, t + d).
 
-    the shortcut-model loss of Frans et al. 2024 (arXiv 2410.12557, Sec. 3; kvfrans/shortcut-models
-    ``targets_shortcut.py``). Their X_{t,t+d}(x) = x + d s_theta(x, t, d) is our map with
-    v(x, t, t + d) = s_theta(x, t, d). v^- is the target network theta^-, an EMA built in
-    ``setup`` and updated in ``after_step``. Its decay is published as 0.999 (``bootstrap_ema=1``)
-    for runs of 400k+ steps; ``target_ema=None`` (default) keeps the same lag as a fraction of the
-    run, ``run_length_decay(0.999, 400_000, steps)`` (0.766 at 1,500 steps): with 0.999 over a
-    1,500-step run the seven bootstrap levels regress on copies ~1,000 steps old and never learn
-    (one-step map error 2.83 on the ring, against 0.62 at 0.99). The exact map is a fixed point:
-    2d v_{t,t+2d} = d v_{t,t+d} + d v_{t+d,t+2d}(x') is the semigroup property, so the
-    self-consistency term "sc" is zero pointwise there.
-
-    Times as published: the last ``int(B * bootstrap_frac)`` pairs (published 1/8,
-    ``bootstrap_every=8``) take the self-consistency term with 2d in {1, 1/2, ..., 2/M} (M =
-    ``levels`` = 128: seven levels) and t uniform on the multiples of 2d in [0, 1 - 2d]; the rest
-    take flow matching. Deviations:
-    - levels are assigned cyclically (sample i gets 2d = 2^-(K-1 - i mod K)), so every level is
-      present from K = log2(M) samples on; the code repeats each level B_sc // K times and pads
-      with 2d = 1, which leaves small batches with no small steps (shortcut-models#11);
-    - the flow-matching part trains the smallest level as the code does (``anchor="smallest"``,
-      default): v(I_t, t, t + 1/M) -> dI_t/dt with t on {0, 1/M, ..., 1 - 1/M}, so the smallest
-      bootstrap level (2d = 2/M) reads a level that is trained (measured on the ring: one-step
-      map error 0.61 against 0.80 when the anchor is the diagonal). ``anchor="diagonal"`` is the
-      paper's d = 0 with t ~ U[0, 1], which keeps the exact map an exact fixed point (with the
-      default anchor the flow-matching part is off the exact map by O(1/M));
-    - the published clipping of x' and V_tgt to +-4 is image-specific: ``clip`` = None (off) by
-      default, a float c clips both to [-c, c];
-    - the interpolant is any (the code's is linear with a 1e-5 noise floor); no CFG/labels.
-    Sampler: the default composition x <- x + (1/K) v(x, t, t + 1/K) on the uniform grid, i.e. the
-    published Euler-like shortcut sampler, only for K a power of two up to M (the trained levels).
+    Source: Frans, Hafner, Levine & Abbeel 2024 (shortcut models, arXiv 2410.12557), Sec. 3;
+    kvfrans/shortcut-models ``targets_shortcut.py``; our v(x, t, t + d) is their s_theta(x, t, d).
+    Defaults kept: M = ``levels`` = 128; the last B/8 pairs take SC with 2d in {1, ..., 2/M}, t on
+    the multiples of 2d; FM at h = 1/M, t on {0, 1/M, ..} (the code; ``anchor="diagonal"``: the
+    paper's h = 0); v^- an EMA; sampler: composition on K uniform steps, K a power of two <= M.
+    Deviations:
+    - EMA decay run_length_decay(0.999, 400_000, steps): the published 0.999 kept as a run fraction;
+    - SC levels assigned cyclically, so every level is present from log2(M) samples on;
+    - the published clipping of x' and V_tgt to +-4 is off (``clip`` = None; a float c clips);
+    - any interpolant (the code's is linear with a 1e-5 noise floor); no CFG / labels.
     """
 
     needs_teacher = False

@@ -1,7 +1,7 @@
 """The new losses against independent transcriptions of the implementations they port.
 
 Each reference below is written in its source's own units and time convention, from the formulas
-of METHODS_SPEC Part 2 (themselves transcriptions of the ports), not from the project's code:
+of the ports named below, not from the project's code (translations: docs/methods.md):
 - sCM (edm2_sCM ``loss_scm.py``, FastGen ``sCM.py``): TrigFlow time t_T, data x_d = sigma_d x1,
   noise z = sigma_d x0, F by the JVP of the TrigFlow head with the cos * sin tangent rearrangement;
   the linear interpolant through FastGen's SNR-matched ``TrigFlowPrecond`` (x0-prediction -> F);
@@ -69,7 +69,7 @@ def scm_reference(net, head, kind, x1, x0, r, teacher=None, prior=True, c=0.1):
     x_t = ct * x_d + st * z
 
     def f_of(x, t):  # F_theta(x^TF / sigma_d, t_T)
-        if kind == "trig":  # map A: tau = 1 - 2 t_T / pi, the spec's stable conversion
+        if kind == "trig":  # tau = 1 - 2 t_T / pi: the stable trig conversion of docs/methods.md
             tau = 1 - 2 * t / math.pi
             v = net(x, tau, torch.ones_like(tau))
             return -e(torch.tan(t / 2)) * x - e(2 * t / (math.pi * torch.sin(t))) * v
@@ -80,7 +80,7 @@ def scm_reference(net, head, kind, x1, x0, r, teacher=None, prior=True, c=0.1):
 
     if teacher is None:
         dxdt = ct * z - st * x_d
-    elif kind == "trig":  # the spec: dx/dt = -(2 sigma_d / pi) b_tau(x^TF / sigma_d)
+    elif kind == "trig":  # trig path: dx/dt = -(2 sigma_d / pi) b_tau(x^TF / sigma_d)
         dxdt = -(2 * SD / math.pi) * teacher(x_t / SD, 1 - 2 * tt / math.pi)
     else:  # teacher denoiser -> TrigFlow flow, at the SNR-matched linear time
         tau = 1 / (1 + torch.tan(tt))

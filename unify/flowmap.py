@@ -145,7 +145,8 @@ def avg_velocity_total_derivative(
 def eulerian_tangent(
     fm: FlowMap, x: Tensor, s: Tensor, t: Tensor, u: Tensor, r: float = 1.0
 ) -> tuple[Tensor, Tensor]:
-    """(v(x, s, t), T) with T = (u - v) + r (t - s)(d/ds v + grad_x v . u): METHODS_SPEC Sec. 0'.4.
+    """(v(x, s, t), T) with T = (u - v) + r (t - s)(d/ds v + grad_x v . u), the shared Eulerian
+    tangent (docs/methods.md, Conventions and translations).
 
     At r = 1, T = d/ds X_{s,t}(x) + grad X_{s,t}(x) u (the value of ``map_ds``): the Eulerian
     tangent of the map along the velocity u, zero on the exact map for u = b_s. One jvp with tangent

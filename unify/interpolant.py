@@ -63,7 +63,8 @@ class Interpolant(ABC):
         return (a * v - da * x) / (a * db - da * b)
 
     def ddim_map(self, x: Tensor, x1_hat: Tensor, s: Tensor, t: Tensor) -> Tensor:
-        """Deterministic DDIM map from s to t with data estimate D (METHODS_SPEC section 0).
+        """Deterministic DDIM map from s to t with data estimate D (Song, Meng & Ermon 2021,
+        arXiv 2010.02502, noise-free update, in our time; docs/methods.md).
 
         X_{s,t}(x) = (a(t) / a(s)) x + (b(t) - a(t) b(s) / a(s)) D, so X_{s,1}(x) = D.
         """
