@@ -20,23 +20,23 @@ class ConsistencyMethod(Method):
         """The target EMA decay of this run (``cfg.mu``; subclasses resolve ``None``)."""
         return float(self.cfg.mu)
 
-    def setup(self, fm: FlowMap, total_steps: int) -> None:
-        super().setup(fm, total_steps)
+    def setup(self, flow_map: FlowMap, total_steps: int) -> None:
+        super().setup(flow_map, total_steps)
         self.mu = self.target_decay()
         if self.mu > 0:
-            self.nets["target"] = frozen_copy(fm)
+            self.nets["target"] = frozen_copy(flow_map)
 
-    def target_net(self, fm: FlowMap) -> FlowMap:
-        return self.nets["target"] if self.mu > 0 else fm
+    def target_net(self, flow_map: FlowMap) -> FlowMap:
+        return self.nets["target"] if self.mu > 0 else flow_map
 
-    def after_step(self, fm: FlowMap, step: int) -> None:
+    def after_step(self, flow_map: FlowMap, step: int) -> None:
         if self.mu > 0:
-            ema_update(self.nets["target"], fm, self.mu)
+            ema_update(self.nets["target"], flow_map, self.mu)
 
     def sample(
-        self, fm: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
+        self, flow_map: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
     ) -> Tensor:
         """Consistency multistep sampling (CM Alg. 1): nfe maps to the data end, nfe NFE."""
         self.check_nfe(nfe)
         grid = consistency_grid(nfe, self.interpolant, self.cfg.mid_sigma)
-        return unify.consistency_sample(fm, x0, nfe, self.interpolant, grid, generator)
+        return unify.consistency_sample(flow_map, x0, nfe, self.interpolant, grid, generator)

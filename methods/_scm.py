@@ -90,9 +90,9 @@ class SCM(Method):
         """The velocity dI/dtau at (path.xt, path.t) along which the tangent is taken (no grad)."""
         raise NotImplementedError
 
-    def setup(self, fm: FlowMap, total_steps: int) -> None:
-        super().setup(fm, total_steps)
-        p = next(fm.parameters())
+    def setup(self, flow_map: FlowMap, total_steps: int) -> None:
+        super().setup(flow_map, total_steps)
+        p = next(flow_map.parameters())
         head = LogVarHead(self.cfg.logvar_channels).to(device=p.device, dtype=p.dtype)
         self.nets["logvar"] = head
 
@@ -124,7 +124,7 @@ class SCM(Method):
         return g / bcast(norm + self.cfg.c, g)
 
     def loss(
-        self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
+        self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0, sd, r = noise_like(x1, x0), self.cfg.sigma_d, self.warmup_r(step)
         t_trig = self.times(x1.shape[0], x1)
@@ -132,7 +132,7 @@ class SCM(Method):
         path = self.interpolant.sample(x0, x1, tau)
         with torch.no_grad():
             u = self.velocity(path)
-        v, tan_t = eulerian_tangent(fm, path.xt, tau, torch.ones_like(tau), u)  # v with graph
+        v, tan_t = eulerian_tangent(flow_map, path.xt, tau, torch.ones_like(tau), u)  # v with graph
         cos, sin = bcast(t_trig.cos(), x1), bcast(t_trig.sin(), x1)
         tau, n, dn, dtau = (bcast(y, x1) for y in (tau, n, dn, dtau))
         xs = path.xt / n  # x~ = x^TF / sigma_d
@@ -155,7 +155,7 @@ class SCM(Method):
         return loss, logs
 
     def sample(
-        self, fm: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
+        self, flow_map: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
     ) -> Tensor:
         """Consistency sampling (CM Alg. 1): X_{0,1}(x0), then re-noise and map to the data end.
         2 steps re-noise at tan t_T = tan(t_mid) (t_mid = 1.1: tau = 0.300 trig, 0.337 linear);
@@ -163,4 +163,4 @@ class SCM(Method):
         self.check_nfe(nfe)
         mid = None if self.cfg.t_mid is None else math.tan(self.cfg.t_mid)
         grid = consistency_grid(nfe, self.interpolant, mid)
-        return unify.consistency_sample(fm, x0, nfe, self.interpolant, grid, generator)
+        return unify.consistency_sample(flow_map, x0, nfe, self.interpolant, grid, generator)

@@ -51,11 +51,11 @@ class SelfDistillation(Method):
                 raise ValueError(f"need 0 <= t_min < t_max <= 1, got {self.t_min}, {self.t_max}")
 
     @abstractmethod
-    def distill(self, fm: FlowMap, xs: Tensor, s: Tensor, t: Tensor) -> Tensor:
+    def distill(self, flow_map: FlowMap, xs: Tensor, s: Tensor, t: Tensor) -> Tensor:
         """Per-sample off-diagonal loss (n,) at xs = I_s, for time pairs s, t of shape (n,)."""
 
     def loss(
-        self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
+        self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0 = noise_like(x1, x0)
         n = x1.shape[0]
@@ -65,10 +65,10 @@ class SelfDistillation(Method):
         if nd > 0:
             t = uniform(nd, x1, lo, hi)
             path = self.interpolant.sample(x0[:nd], x1[:nd], t)
-            diag = sqdist(fm.velocity(path.xt, t), path.vt)
+            diag = sqdist(flow_map.velocity(path.xt, t), path.vt)
         if n > nd:
             s, t = uniform(n - nd, x1, lo, hi), uniform(n - nd, x1, lo, hi)
             xs = self.interpolant.sample(x0[nd:], x1[nd:], s).xt
-            off = self.distill(fm, xs, s, t)
+            off = self.distill(flow_map, xs, s, t)
         loss = (diag.sum() + off.sum()) / n
         return loss, {"fm": mean_or_zero(diag).detach(), self.name: mean_or_zero(off).detach()}

@@ -77,7 +77,7 @@ class AlignYourFlow(Method):
         return y / bcast(y.flatten(1).norm(dim=1) + self.cfg.c, y)
 
     def loss(
-        self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
+        self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0 = noise_like(x1, x0)
         s, t = self.times(x1.shape[0], x1)
@@ -85,15 +85,15 @@ class AlignYourFlow(Method):
         if self.cfg.variant == "emd":
             with torch.no_grad():
                 u = self.teacher.velocity(xs, s)
-            v, res = eulerian_tangent(fm, xs, s, t, u, self.warmup_r(step))  # v with graph
+            v, res = eulerian_tangent(flow_map, xs, s, t, u, self.warmup_r(step))  # v with graph
             res = res.detach()
             target = (v + self.normalise(res)).detach()
         else:
             with torch.no_grad():
-                x, dx_dt = map_dt(fm, xs, s, t)
+                x, dx_dt = map_dt(flow_map, xs, s, t)
                 res = dx_dt - self.teacher.velocity(x, t)  # Lagrangian residual R
                 res_hat = self.normalise(res) if self.cfg.lmd_normalize else res
-            v = fm.avg_velocity(xs, s, t)
+            v = flow_map.avg_velocity(xs, s, t)
             target = (v - res_hat).detach()
         loss = (v - target).pow(2).flatten(1).sum(1).mean()
         norm = res.flatten(1).norm(dim=1).mean()

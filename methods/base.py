@@ -1,13 +1,14 @@
 """The Method contract and the registry. A method is a loss (plus a sampler) over one FlowMap.
 
-The training loop calls, and knows nothing else: ``setup(fm, total_steps)`` once, then per step
-``loss(fm, x1, step)`` -> backward -> optimiser step -> ``after_step(fm, step)``. Evaluation calls
-``supports(nfe)`` and ``sample(fm, x0, nfe)``. ``state_dict`` carries what a resumed run needs
-(target networks, stage teachers, trainable heads of the method). ``parameters()`` lists trainable
-parameters the method owns besides the FlowMap's (sCM's learned log-variance weight): the trainer
-optimises and clips them with the model's; the evaluation EMA stays of the model only. Methods
-find the data, the interpolant and the teacher only through these arguments: no config or argparse
-object reaches the maths.
+The training loop calls, and knows nothing else: ``setup(flow_map, total_steps)`` once, then per
+step ``loss(flow_map, x1, step)`` -> backward -> optimiser step -> ``after_step(flow_map, step)``.
+Evaluation calls ``supports(nfe)`` and ``sample(flow_map, x0, nfe)``; the student ``FlowMap`` is
+always ``flow_map`` (``fm`` names the flow-matching method). ``state_dict`` carries what a resumed
+run needs (target networks, stage teachers, trainable heads of the method). ``parameters()`` lists
+trainable parameters the method owns besides the FlowMap's (sCM's learned log-variance weight): the
+trainer optimises and clips them with the model's; the evaluation EMA stays of the model only.
+Methods find the data, the interpolant and the teacher only through these arguments: no config or
+argparse object reaches the maths.
 """
 
 from __future__ import annotations
@@ -104,17 +105,17 @@ class Method(ABC):
         self.init = "scratch"  # "teacher" when the harness started the network from the teacher
 
     # ----------------------------------------------------------------- training hooks
-    def setup(self, fm: FlowMap, total_steps: int) -> None:
+    def setup(self, flow_map: FlowMap, total_steps: int) -> None:
         """Called once before training (and before a resume loads state): build targets here."""
         self.total_steps = max(1, int(total_steps))
 
     @abstractmethod
     def loss(
-        self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
+        self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         """Scalar loss on a data batch x1 (B, ...) and detached per-term logs. x0 ~ N(0, I) if None."""
 
-    def after_step(self, fm: FlowMap, step: int) -> None:
+    def after_step(self, flow_map: FlowMap, step: int) -> None:
         """Called after each optimiser step (target EMA, stage changes)."""
 
     # ----------------------------------------------------------------- schedule
@@ -155,11 +156,11 @@ class Method(ABC):
             raise NotApplicable(f"method {self.name!r} cannot sample with nfe={nfe}")
 
     def sample(
-        self, fm: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
+        self, flow_map: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
     ) -> Tensor:
         """Default sampler: flow-map composition over the uniform grid (exactly nfe network calls)."""
         self.check_nfe(nfe)
-        return unify.sample(fm, x0, nfe, getattr(self.cfg, "grid", "uniform"))
+        return unify.sample(flow_map, x0, nfe, getattr(self.cfg, "grid", "uniform"))
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:

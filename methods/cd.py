@@ -55,7 +55,7 @@ class ConsistencyDistillation(ConsistencyMethod):
         return 0.0 if self.init == "teacher" else run_length_decay(0.95, 1_500, self.total_steps)
 
     def loss(
-        self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
+        self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0 = noise_like(x1, x0)
         times, _ = karras_grid(self.cfg.n_points, self.interpolant, x1)
@@ -65,6 +65,6 @@ class ConsistencyDistillation(ConsistencyMethod):
         xs = self.interpolant.sample(x0, x1, s).xt
         with torch.no_grad():
             y = self.teacher.step(xs, s, s_next)
-            target = self.target_net(fm)(y, s_next, one)
-        loss = pseudo_huber(fm(xs, s, one), target).mean()
+            target = self.target_net(flow_map)(y, s_next, one)
+        loss = pseudo_huber(flow_map(xs, s, one), target).mean()
         return loss, {"cd": loss.detach()}

@@ -54,8 +54,8 @@ class ConsistencyTraining(ConsistencyMethod):
         "nfe": "any (consistency multistep, re-noising)",
     }
 
-    def setup(self, fm: FlowMap, total_steps: int) -> None:
-        super().setup(fm, total_steps)
+    def setup(self, flow_map: FlowMap, total_steps: int) -> None:
+        super().setup(flow_map, total_steps)
         if self.cfg.index_law not in ("lognormal", "uniform"):
             raise ValueError(
                 f"index_law must be 'lognormal' or 'uniform', got {self.cfg.index_law!r}"
@@ -74,7 +74,7 @@ class ConsistencyTraining(ConsistencyMethod):
         return cdf[:-1] - cdf[1:]  # sigmas decrease along the grid
 
     def loss(
-        self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
+        self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0 = noise_like(x1, x0)
         n_pts = self.n_points(step)
@@ -86,9 +86,9 @@ class ConsistencyTraining(ConsistencyMethod):
         xs = self.interpolant.sample(x0, x1, s).xt
         with torch.no_grad():
             xs_next = self.interpolant.sample(x0, x1, s_next).xt  # same (x0, x1)
-            target_net = self.target_net(fm)
+            target_net = self.target_net(flow_map)
             target = target_net(xs_next, s_next, one)
-        loss = (lam * pseudo_huber(fm(xs, s, one), target)).mean()
+        loss = (lam * pseudo_huber(flow_map(xs, s, one), target)).mean()
         return loss, {
             "ct": loss.detach(),
             "N": torch.tensor(float(n_pts), dtype=x1.dtype, device=x1.device),

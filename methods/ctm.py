@@ -51,9 +51,9 @@ class ConsistencyTrajectory(Method):
         "nfe": "any (flow-map composition, Karras grid)",
     }
 
-    def setup(self, fm: FlowMap, total_steps: int) -> None:
-        super().setup(fm, total_steps)
-        self.nets["target"] = frozen_copy(fm)
+    def setup(self, flow_map: FlowMap, total_steps: int) -> None:
+        super().setup(flow_map, total_steps)
+        self.nets["target"] = frozen_copy(flow_map)
         mu = self.cfg.mu
         self.mu = run_length_decay(0.999, 50_000, self.total_steps) if mu is None else mu
 
@@ -69,7 +69,7 @@ class ConsistencyTrajectory(Method):
         return i_s, i_m, i_u
 
     def loss(
-        self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
+        self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0 = noise_like(x1, x0)
         times, _ = karras_grid(self.cfg.n_points, self.interpolant, x1)
@@ -80,8 +80,8 @@ class ConsistencyTrajectory(Method):
         xs = self.interpolant.sample(x0, x1, s).xt
         with torch.no_grad():
             y = self.teacher.step(xs, s, m)
-            x_tgt = outer(fm(y, m, u), u, one)
-        x_est = outer(fm(xs, s, u), u, one)  # weights of outer frozen, graph kept
+            x_tgt = outer(flow_map(y, m, u), u, one)
+        x_est = outer(flow_map(xs, s, u), u, one)  # weights of outer frozen, graph kept
         ctm = pseudo_huber(x_est, x_tgt).mean()
         logs = {"ctm": ctm.detach()}
         loss = ctm
@@ -89,18 +89,18 @@ class ConsistencyTrajectory(Method):
             z = torch.randn(x1.shape[0], dtype=x1.dtype, device=x1.device)
             t = self.interpolant.time_of_sigma((self.cfg.dsm_p_mean + self.cfg.dsm_p_std * z).exp())
             path = self.interpolant.sample(x0, x1, t)
-            dsm = sqdist(fm.velocity(path.xt, t), path.vt).mean()
+            dsm = sqdist(flow_map.velocity(path.xt, t), path.vt).mean()
             loss = loss + self.cfg.dsm_weight * dsm
             logs["dsm"] = dsm.detach()
         return loss, logs
 
-    def after_step(self, fm: FlowMap, step: int) -> None:
-        ema_update(self.nets["target"], fm, self.mu)
+    def after_step(self, flow_map: FlowMap, step: int) -> None:
+        ema_update(self.nets["target"], flow_map, self.mu)
 
     def sample(
-        self, fm: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
+        self, flow_map: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
     ) -> Tensor:
         """gamma = 0 CTM sampling: X over the Karras grid of nfe steps (nfe NFE)."""
         self.check_nfe(nfe)
         grid = unify.time_grid(nfe, "edm", interpolant=self.interpolant, dtype=torch.float64)
-        return unify.sample(fm, x0, nfe, grid)
+        return unify.sample(flow_map, x0, nfe, grid)

@@ -39,13 +39,13 @@ class EulerianMapDistillation(Method):
         order: str = "forward"
 
     def loss(
-        self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
+        self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0 = noise_like(x1, x0)
         s, t = unit_square(x1.shape[0], x1, self.cfg.order)
         xs = self.interpolant.sample(x0, x1, s).xt
         with torch.no_grad():
             b = self.teacher.velocity(xs, s)
-        _, residual = map_ds(fm, xs, s, t, b)
+        _, residual = map_ds(flow_map, xs, s, t, b)
         loss = residual.pow(2).flatten(1).mean(1).mean()
         return loss, {"emd": loss.detach()}

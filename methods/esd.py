@@ -45,12 +45,12 @@ class EulerianSelfDistillation(SelfDistillation):
             if self.stopgrad not in STOPGRADS:
                 raise ValueError(f"stopgrad must be one of {STOPGRADS}, got {self.stopgrad!r}")
 
-    def distill(self, fm: FlowMap, xs: Tensor, s: Tensor, t: Tensor) -> Tensor:
+    def distill(self, flow_map: FlowMap, xs: Tensor, s: Tensor, t: Tensor) -> Tensor:
         with torch.no_grad():
-            b = fm.velocity(xs, s)
+            b = flow_map.velocity(xs, s)
         if self.cfg.stopgrad == "convex":
-            return sqdist(eulerian_tangent(fm, xs, s, t, b)[1], torch.zeros_like(xs))
-        ds_x = eulerian_tangent(fm, xs, s, t, torch.zeros_like(xs))[1]  # d/ds X, with graph
+            return sqdist(eulerian_tangent(flow_map, xs, s, t, b)[1], torch.zeros_like(xs))
+        ds_x = eulerian_tangent(flow_map, xs, s, t, torch.zeros_like(xs))[1]  # d/ds X, with graph
         with torch.no_grad():
-            residual = eulerian_tangent(fm, xs, s, t, b)[1]  # d/ds X + grad X . b
+            residual = eulerian_tangent(flow_map, xs, s, t, b)[1]  # d/ds X + grad X . b
         return sqdist(ds_x + (residual - ds_x.detach()), torch.zeros_like(xs))

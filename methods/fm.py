@@ -37,18 +37,18 @@ class FlowMatching(Method):
     }
 
     def loss(
-        self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
+        self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0 = noise_like(x1, x0)
         t = uniform(x1.shape[0], x1, self.cfg.t_min, self.cfg.t_max)
         path = self.interpolant.sample(x0, x1, t)
-        loss = sqdist(fm.velocity(path.xt, t), path.vt).mean()
+        loss = sqdist(flow_map.velocity(path.xt, t), path.vt).mean()
         return loss, {"fm": loss.detach()}
 
     @torch.no_grad()
     def sample(
-        self, fm: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
+        self, flow_map: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
     ) -> Tensor:
         """Euler on the learned velocity b_t(x) = v(x, t, t): nfe uniform steps, nfe NFE."""
         self.check_nfe(nfe)
-        return solve(fm.velocity, x0, 0.0, 1.0, "euler", steps=nfe)[0]
+        return solve(flow_map.velocity, x0, 0.0, 1.0, "euler", steps=nfe)[0]

@@ -36,13 +36,13 @@ class FlowMapMatching(Method):
         invert_weight: float = 1.0
 
     def loss(
-        self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
+        self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0 = noise_like(x1, x0)
         s, t = unit_square(x1.shape[0], x1, "both")
         path = self.interpolant.sample(x0, x1, t)
-        y = fm(path.xt, t, s)
-        x_back, dx_dt = map_dt(fm, y, s, t)
+        y = flow_map(path.xt, t, s)
+        x_back, dx_dt = map_dt(flow_map, y, s, t)
         match = sqdist(dx_dt, path.vt).mean()
         invert = sqdist(x_back, path.xt).mean()
         loss = match + self.cfg.invert_weight * invert

@@ -96,7 +96,7 @@ class InductiveMomentMatching(Method):
         return kernel(y, y) + kernel(y_target, y_target) - 2 * kernel(y, y_target)
 
     def loss(
-        self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
+        self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0, m = noise_like(x1, x0), self.cfg.m
         if x1.shape[0] % m:
@@ -108,9 +108,9 @@ class InductiveMomentMatching(Method):
         it = self.interpolant.sample(x0, x1, t).xt
         ir = self.interpolant.sample(x0, x1, r).xt  # the same (x0, x1)
         with torch.random.fork_rng(devices=[x1.device] if x1.device.type == "cuda" else []):
-            y = fm(it, t, s)  # the target below sees the same dropout mask
+            y = flow_map(it, t, s)  # the target below sees the same dropout mask
         with torch.no_grad():  # the target in float32 (``force_fp32`` of the IMMLoss port)
-            y_target = full_precision(fm)(ir, r, s)
+            y_target = full_precision(flow_map)(ir, r, s)
         y, y_target = (z.reshape(groups, m, -1) for z in (y, y_target))
         bandwidth = 1 / ((tau_s - tau_t).abs().clamp_min(1e-12) * y.shape[-1])
         mmd = self.mmd(y, y_target, bandwidth)
@@ -118,12 +118,14 @@ class InductiveMomentMatching(Method):
         return loss, {"mmd": mmd.detach().mean()}
 
     def sample(
-        self, fm: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
+        self, flow_map: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
     ) -> Tensor:
         """Push-forward composition; 2 steps through eta = a/b = ``mid_eta`` (IMM's CIFAR-10
         sampler: tau = 0.417 linear, 0.395 trig), other NFEs on the uniform grid."""
         self.check_nfe(nfe)
         if nfe != 2 or self.cfg.mid_eta is None:
-            return unify.sample(fm, x0, nfe, "uniform")
+            return unify.sample(flow_map, x0, nfe, "uniform")
         mid = self.interpolant.time_of_sigma(torch.tensor(self.cfg.mid_eta, dtype=torch.float64))
-        return unify.sample(fm, x0, nfe, torch.stack([mid.new_zeros(()), mid, mid.new_ones(())]))
+        return unify.sample(
+            flow_map, x0, nfe, torch.stack([mid.new_zeros(()), mid, mid.new_ones(())])
+        )

@@ -39,11 +39,11 @@ class LagrangianMapDistillation(Method):
         order: str = "forward"
 
     def loss(
-        self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
+        self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0 = noise_like(x1, x0)
         s, t = unit_square(x1.shape[0], x1, self.cfg.order)
         xs = self.interpolant.sample(x0, x1, s).xt
-        x, dx_dt = map_dt(fm, xs, s, t)
+        x, dx_dt = map_dt(flow_map, xs, s, t)
         loss = sqdist(dx_dt, self.teacher.velocity(x, t)).mean()
         return loss, {"lmd": loss.detach()}

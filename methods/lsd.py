@@ -32,8 +32,8 @@ class LagrangianSelfDistillation(SelfDistillation):
         "nfe": "any (composition)",
     }
 
-    def distill(self, fm: FlowMap, xs: Tensor, s: Tensor, t: Tensor) -> Tensor:
-        x, dx_dt = map_dt(fm, xs, s, t)
+    def distill(self, flow_map: FlowMap, xs: Tensor, s: Tensor, t: Tensor) -> Tensor:
+        x, dx_dt = map_dt(flow_map, xs, s, t)
         with torch.no_grad():
-            b = fm.velocity(x.detach(), t)
+            b = flow_map.velocity(x.detach(), t)
         return sqdist(dx_dt, b)

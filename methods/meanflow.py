@@ -62,12 +62,12 @@ class MeanFlow(Method):
         return s, torch.where(diag, s, t)
 
     def loss(
-        self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
+        self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0 = noise_like(x1, x0)
         s, t = self.times(x1.shape[0], x1)
         path = self.interpolant.sample(x0, x1, s)
-        v, tangent = eulerian_tangent(fm, path.xt, s, t, path.vt)
+        v, tangent = eulerian_tangent(flow_map, path.xt, s, t, path.vt)
         target = (v + tangent).detach()  # = dI_s/ds + (t - s)(d/ds v + grad v . dI_s/ds)
         err = (v - target).pow(2).flatten(1).sum(1)  # (B,), summed over coordinates
         weight = (err.detach() + self.cfg.c).pow(-self.cfg.p)

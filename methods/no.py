@@ -65,8 +65,8 @@ class NeuralOperator(Method):
         "nfe": "1",
     }
 
-    def setup(self, fm: FlowMap, total_steps: int) -> None:
-        super().setup(fm, total_steps)
+    def setup(self, flow_map: FlowMap, total_steps: int) -> None:
+        super().setup(flow_map, total_steps)
         if self.cfg.weights not in ("uniform", "snr"):
             raise ValueError(f"weights must be 'uniform' or 'snr', got {self.cfg.weights!r}")
         times = list(self.cfg.times)
@@ -99,7 +99,7 @@ class NeuralOperator(Method):
         return (b / a).nan_to_num(posinf=1e4).clamp(1.0, 1e4)  # sqrt(SNR); a(1) = 0 -> 1e4
 
     def loss(
-        self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
+        self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         pool = self.nets["pool"]
         if pool.traj is None:
@@ -110,7 +110,7 @@ class NeuralOperator(Method):
         x0 = traj[:, 0]
         xs = x0.repeat_interleave(k - 1, 0)  # (B * K, ...) in sample-major order
         t = torch.tensor(self.cfg.times, dtype=x1.dtype, device=x1.device).repeat(b)
-        pred = fm(xs, torch.zeros_like(t), t)
+        pred = flow_map(xs, torch.zeros_like(t), t)
         dist = pseudo_huber(pred, traj[:, 1:].flatten(0, 1)).view(b, k - 1)
         w = self._weights(x1)
         loss = (dist * w).sum(1).mean() / w.sum()
@@ -121,8 +121,8 @@ class NeuralOperator(Method):
 
     @torch.no_grad()
     def sample(
-        self, fm: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
+        self, flow_map: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
     ) -> Tensor:
         """One NFE: X_{0,1}(x0) (the t = 1 output of the operator)."""
         self.check_nfe(nfe)
-        return fm(x0, times_like(0.0, x0), times_like(1.0, x0))
+        return flow_map(x0, times_like(0.0, x0), times_like(1.0, x0))

@@ -57,15 +57,15 @@ class ProgressiveDistillation(Method):
         "nfe": "N of the final stage (1)",
     }
 
-    def setup(self, fm: FlowMap, total_steps: int) -> None:
-        super().setup(fm, total_steps)
+    def setup(self, flow_map: FlowMap, total_steps: int) -> None:
+        super().setup(flow_map, total_steps)
         ratio = self.cfg.start_steps // self.cfg.final_steps
         if self.cfg.final_steps < 1 or ratio * self.cfg.final_steps != self.cfg.start_steps:
             raise ValueError("start_steps must be final_steps times a power of two")
         if ratio & (ratio - 1):
             raise ValueError(f"start_steps / final_steps = {ratio} is not a power of two")
         self.n_stages = int(math.log2(ratio)) + 1
-        self.nets["teacher"] = frozen_copy(fm)
+        self.nets["teacher"] = frozen_copy(flow_map)
         self.nets["progress"] = _Progress()
 
     def stage(self, step: int) -> int:
@@ -94,7 +94,7 @@ class ProgressiveDistillation(Method):
         return self.teacher.step if stage == 0 else self.nets["teacher"]
 
     def loss(
-        self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
+        self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0 = noise_like(x1, x0)
         n = self.n_steps(step)
@@ -107,16 +107,16 @@ class ProgressiveDistillation(Method):
         a_s, b_s, _, _ = self.interpolant.coeffs(s)
         a_t, b_t, _, _ = self.interpolant.coeffs(t)
         w = torch.maximum(a_s**2, b_s**2) / (a_s * b_t - a_t * b_s) ** 2
-        loss = (w * sqdist(fm(xs, s, t), target)).mean()
+        loss = (w * sqdist(flow_map(xs, s, t), target)).mean()
         return loss, {
             "pd": loss.detach(),
             "N": torch.tensor(float(n), dtype=x1.dtype, device=x1.device),
         }
 
-    def after_step(self, fm: FlowMap, step: int) -> None:
+    def after_step(self, flow_map: FlowMap, step: int) -> None:
         self.nets["progress"].done.fill_(step + 1)
         if self.stage(step + 1) > self.stage(step):  # new stage: teacher <- student, N halves
-            self.nets["teacher"].load_state_dict(fm.state_dict())
+            self.nets["teacher"].load_state_dict(flow_map.state_dict())
 
     def current_steps(self) -> int:
         """N of the stage of the last completed step (start_steps before training)."""
@@ -128,8 +128,8 @@ class ProgressiveDistillation(Method):
         return nfe == self.current_steps()
 
     def sample(
-        self, fm: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
+        self, flow_map: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
     ) -> Tensor:
         """Composition on the uniform grid of the current N (DDIM with the stage's N), nfe NFE."""
         self.check_nfe(nfe)
-        return unify.sample(fm, x0, nfe, "uniform")
+        return unify.sample(flow_map, x0, nfe, "uniform")

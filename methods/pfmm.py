@@ -40,17 +40,17 @@ class ProgressiveFlowMapMatching(Method):
     class Config:
         stages: int = 6
 
-    def setup(self, fm: FlowMap, total_steps: int) -> None:
-        super().setup(fm, total_steps)
+    def setup(self, flow_map: FlowMap, total_steps: int) -> None:
+        super().setup(flow_map, total_steps)
         if self.cfg.stages < 1:
             raise ValueError(f"pfmm needs stages >= 1, got {self.cfg.stages}")
-        self.nets["teacher"] = frozen_copy(fm)
+        self.nets["teacher"] = frozen_copy(flow_map)
 
     def stage(self, step: int) -> int:
         return min(self.cfg.stages - 1, step * self.cfg.stages // self.total_steps)
 
     def loss(
-        self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
+        self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0 = noise_like(x1, x0)
         k = self.stage(step)
@@ -66,10 +66,10 @@ class ProgressiveFlowMapMatching(Method):
             else:
                 teacher, m = self.nets["teacher"], 0.5 * (s + t)
                 target = teacher(teacher(xs, s, m), m, t)
-        loss = sqdist(fm(xs, s, t), target).mean()
+        loss = sqdist(flow_map(xs, s, t), target).mean()
         return loss, {"pfmm": loss.detach(), "stage": torch.tensor(float(k))}
 
-    def after_step(self, fm: FlowMap, step: int) -> None:
+    def after_step(self, flow_map: FlowMap, step: int) -> None:
         """At a stage change the frozen teacher becomes a copy of the student."""
         if self.stage(step + 1) != self.stage(step):
-            self.nets["teacher"].load_state_dict(fm.state_dict())
+            self.nets["teacher"].load_state_dict(flow_map.state_dict())

@@ -47,14 +47,14 @@ class ProgressiveSelfDistillation(SelfDistillation):
             if self.variant not in VARIANTS:
                 raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
 
-    def distill(self, fm: FlowMap, xs: Tensor, s: Tensor, t: Tensor) -> Tensor:
+    def distill(self, flow_map: FlowMap, xs: Tensor, s: Tensor, t: Tensor) -> Tensor:
         n = xs.shape[0]
         h = uniform(n, xs) if self.cfg.variant == "uniform" else times_like(0.5, xs)
         u = h * s + (1 - h) * t
-        student = fm.avg_velocity(xs, s, t)
+        student = flow_map.avg_velocity(xs, s, t)
         with torch.no_grad():
-            v_su = fm.avg_velocity(xs, s, u)
+            v_su = flow_map.avg_velocity(xs, s, u)
             x_u = xs + bcast(u - s, xs) * v_su  # X_{s,u}(I_s)
-            v_ut = fm.avg_velocity(x_u, u, t)
+            v_ut = flow_map.avg_velocity(x_u, u, t)
             teacher = bcast(1 - h, xs) * v_su + bcast(h, xs) * v_ut
         return sqdist(student, teacher)

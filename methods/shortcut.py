@@ -58,14 +58,14 @@ class Shortcut(Method):
             if self.anchor not in ("smallest", "diagonal"):
                 raise ValueError(f"anchor must be 'smallest' or 'diagonal', got {self.anchor!r}")
 
-    def setup(self, fm: FlowMap, total_steps: int) -> None:
-        super().setup(fm, total_steps)
-        self.nets["target"] = frozen_copy(fm)
+    def setup(self, flow_map: FlowMap, total_steps: int) -> None:
+        super().setup(flow_map, total_steps)
+        self.nets["target"] = frozen_copy(flow_map)
         mu = self.cfg.target_ema
         self.target_ema = run_length_decay(0.999, 400_000, self.total_steps) if mu is None else mu
 
-    def after_step(self, fm: FlowMap, step: int) -> None:
-        ema_update(self.nets["target"], fm, self.target_ema)
+    def after_step(self, flow_map: FlowMap, step: int) -> None:
+        ema_update(self.nets["target"], flow_map, self.target_ema)
 
     def supports(self, nfe: int) -> bool:
         return 1 <= nfe <= self.cfg.levels and nfe & (nfe - 1) == 0
@@ -73,7 +73,7 @@ class Shortcut(Method):
     def _clip(self, x: Tensor) -> Tensor:
         return x if self.cfg.clip is None else x.clamp(-self.cfg.clip, self.cfg.clip)
 
-    def flow_matching(self, fm: FlowMap, x0: Tensor, x1: Tensor) -> Tensor:
+    def flow_matching(self, flow_map: FlowMap, x0: Tensor, x1: Tensor) -> Tensor:
         """|v(I_t, t, t + h) - dI_t/dt|^2 per sample: h = 1/M with t on the grid k/M (the code's
         anchor), or h = 0 with t ~ U[0, 1] (the paper's)."""
         t = uniform(len(x1), x1)
@@ -82,7 +82,7 @@ class Shortcut(Method):
             t = torch.floor(t * m).clamp(max=m - 1) / m
         path = self.interpolant.sample(x0, x1, t)
         h = 1.0 / self.cfg.levels if self.cfg.anchor == "smallest" else 0.0
-        return sqdist(fm.avg_velocity(path.xt, t, t + h), path.vt)
+        return sqdist(flow_map.avg_velocity(path.xt, t, t + h), path.vt)
 
     def consistency_times(self, n: int, like: Tensor) -> tuple[Tensor, Tensor]:
         """(t, d), each (n,): 2d = 2^-j with j = K-1 - (i mod K), t = k 2d with k ~ U{0..1/(2d)-1}."""
@@ -93,25 +93,27 @@ class Shortcut(Method):
         return t, 0.5 / sections
 
     def loss(
-        self, fm: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
+        self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         if "target" not in self.nets:
-            raise RuntimeError("shortcut: call setup(fm, total_steps) before loss (EMA target)")
+            raise RuntimeError(
+                "shortcut: call setup(flow_map, total_steps) before loss (EMA target)"
+            )
         x0 = noise_like(x1, x0)
         n = x1.shape[0]
         nd = n - split_count(n, self.cfg.bootstrap_frac)
         diag = sc = x1.new_zeros(0)
         if nd > 0:
-            diag = self.flow_matching(fm, x0[:nd], x1[:nd])
+            diag = self.flow_matching(flow_map, x0[:nd], x1[:nd])
         if n > nd:
             t, d = self.consistency_times(n - nd, x1)
             xt = self.interpolant.sample(x0[nd:], x1[nd:], t).xt
-            target_fm = self.nets["target"]
+            target_map = self.nets["target"]
             with torch.no_grad():
-                v1 = target_fm.avg_velocity(xt, t, t + d)
+                v1 = target_map.avg_velocity(xt, t, t + d)
                 x_mid = self._clip(xt + bcast(d, xt) * v1)
-                v2 = target_fm.avg_velocity(x_mid, t + d, t + 2 * d)
+                v2 = target_map.avg_velocity(x_mid, t + d, t + 2 * d)
                 target = self._clip(0.5 * (v1 + v2))
-            sc = sqdist(fm.avg_velocity(xt, t, t + 2 * d), target)
+            sc = sqdist(flow_map.avg_velocity(xt, t, t + 2 * d), target)
         loss = (diag.sum() + sc.sum()) / n
         return loss, {"fm": mean_or_zero(diag).detach(), "sc": mean_or_zero(sc).detach()}

@@ -100,8 +100,8 @@ def _compiled_jvp() -> Callable:
 
 
 @full_precision
-def _jvp(fm: FlowMap, f: Callable, primals: tuple, tangents: tuple) -> tuple[Tensor, Tensor]:
-    """``torch.func.jvp(f, primals, tangents)``, compiled as a whole when ``fm.compile_jvp``, in
+def _jvp(flow_map: FlowMap, f: Callable, primals: tuple, tangents: tuple) -> tuple[Tensor, Tensor]:
+    """``torch.func.jvp(f, primals, tangents)``, compiled as a whole when ``flow_map.compile_jvp``, in
     float32 with autocast off (``full_precision``).
 
     Where dynamo cannot trace the jvp (torch 2.14: GroupNorm under ``torch.func.jvp``, so the
@@ -109,41 +109,41 @@ def _jvp(fm: FlowMap, f: Callable, primals: tuple, tangents: tuple) -> tuple[Ten
     model and the jvp runs eagerly; a genuine error then re-raises from the eager jvp.
     """
     _forward_ad_ready()
-    if getattr(fm, "compile_jvp", False):
+    if getattr(flow_map, "compile_jvp", False):
         try:
             return _compiled_jvp()(f, primals, tangents)
         except RuntimeError as e:
-            fm.compile_jvp = False
+            flow_map.compile_jvp = False
             warnings.warn(f"compiled jvp failed, running it eagerly: {str(e)[:200]}", stacklevel=3)
     return torch.func.jvp(f, primals, tangents)
 
 
 @full_precision
-def map_dt(fm: FlowMap, x: Tensor, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+def map_dt(flow_map: FlowMap, x: Tensor, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     """(X_{s,t}(x), d/dt X_{s,t}(x)) by one jvp with tangent (0, 0, 1): the Lagrangian derivative."""
-    return _jvp(fm, fm, (x, s, t), (torch.zeros_like(x), torch.zeros_like(s), _ones(t)))
+    return _jvp(flow_map, flow_map, (x, s, t), (torch.zeros_like(x), torch.zeros_like(s), _ones(t)))
 
 
 @full_precision
-def map_ds(fm: FlowMap, x: Tensor, s: Tensor, t: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+def map_ds(flow_map: FlowMap, x: Tensor, s: Tensor, t: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
     """(X_{s,t}(x), d/ds X_{s,t}(x) + grad X_{s,t}(x) u) by one jvp with tangent (u, 1, 0).
 
     With u = b_s(x) this is the Eulerian residual of the Flow Map Matching paper (Prop. 3.3).
     """
-    return _jvp(fm, fm, (x, s, t), (u, _ones(s), torch.zeros_like(t)))
+    return _jvp(flow_map, flow_map, (x, s, t), (u, _ones(s), torch.zeros_like(t)))
 
 
 @full_precision
 def avg_velocity_total_derivative(
-    fm: FlowMap, x: Tensor, s: Tensor, t: Tensor, u: Tensor
+    flow_map: FlowMap, x: Tensor, s: Tensor, t: Tensor, u: Tensor
 ) -> tuple[Tensor, Tensor]:
     """(v(x, s, t), d/ds v + grad_x v . u) by one jvp with tangent (u, 1, 0) (MeanFlow identity)."""
-    return _jvp(fm, fm.avg_velocity, (x, s, t), (u, _ones(s), torch.zeros_like(t)))
+    return _jvp(flow_map, flow_map.avg_velocity, (x, s, t), (u, _ones(s), torch.zeros_like(t)))
 
 
 @full_precision
 def eulerian_tangent(
-    fm: FlowMap, x: Tensor, s: Tensor, t: Tensor, u: Tensor, r: float = 1.0
+    flow_map: FlowMap, x: Tensor, s: Tensor, t: Tensor, u: Tensor, r: float = 1.0
 ) -> tuple[Tensor, Tensor]:
     """(v(x, s, t), T) with T = (u - v) + r (t - s)(d/ds v + grad_x v . u), the shared Eulerian
     tangent (docs/methods.md, Conventions and translations).
@@ -154,5 +154,5 @@ def eulerian_tangent(
     semi-gradient methods detach it). r < 1 is the tangent warm-up of sCM / AYF. Used by MeanFlow
     (target v + T, u = dI/ds), ESD, sCT / sCD (s = tau, t = 1) and AYF-EMD.
     """
-    v, dv = avg_velocity_total_derivative(fm, x, s, t, u)
+    v, dv = avg_velocity_total_derivative(flow_map, x, s, t, u)
     return v, (u - v) + r * bcast(t - s, v) * dv

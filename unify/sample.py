@@ -23,19 +23,19 @@ def _grid(
 
 @torch.no_grad()
 def sample(
-    fm: FlowMap, x0: Tensor, nfe: int, grid: str | Sequence[float] | Tensor = "uniform"
+    flow_map: FlowMap, x0: Tensor, nfe: int, grid: str | Sequence[float] | Tensor = "uniform"
 ) -> Tensor:
     """Flow-map composition X_{t_{N-1},1} o ... o X_{0,t_1}(x0) over an N = nfe step grid."""
     times = _grid(nfe, grid, x0)
     x = x0
     for s, t in zip(times[:-1], times[1:]):
-        x = fm(x, s.expand(x.shape[0]), t.expand(x.shape[0]))
+        x = flow_map(x, s.expand(x.shape[0]), t.expand(x.shape[0]))
     return x
 
 
 @torch.no_grad()
 def consistency_sample(
-    fm: FlowMap,
+    flow_map: FlowMap,
     x0: Tensor,
     nfe: int,
     interpolant: Interpolant,
@@ -49,9 +49,9 @@ def consistency_sample(
     """
     times = _grid(nfe, grid, x0, interpolant)
     ones = torch.ones(x0.shape[0], dtype=x0.dtype, device=x0.device)
-    x = fm(x0, times[0] * ones, ones)
+    x = flow_map(x0, times[0] * ones, ones)
     for t in times[1:-1]:
         a, b, _, _ = interpolant.coeffs(t * ones)
         z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        x = fm(bcast(a, x) * z + bcast(b, x) * x, t * ones, ones)
+        x = flow_map(bcast(a, x) * z + bcast(b, x) * x, t * ones, ones)
     return x
