@@ -22,7 +22,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 demo: $(STAMP)
 	$(BIN)/python -m benchmarks.run --methods all --dataset gmm --budget small --seeds 0 \
 		--jobs $(JOBS) --out results/demo
-	$(BIN)/python -m benchmarks.compare results/demo/gmm results/gmm --seeds 0
+	$(BIN)/python -m benchmarks.report.compare results/demo/gmm results/gmm --seeds 0
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests

@@ -5,7 +5,8 @@ A cell lives in ``<out>/<dataset>/runs/<method>-s<seed>/``: ``config.json``, ``s
 ``train.json``, ``samples.npz`` and last ``metrics.csv``, whose presence marks the cell done.
 A cell that raises is recorded as failed (``error.log`` keeps the traceback) and the launcher goes
 on with the others; a stop request (Ctrl-C, SIGTERM, Slurm's SIGUSR2) is not a failure: the
-checkpoint holds the exact step and the rerun resumes there.
+checkpoint holds the exact step and the rerun resumes there. The names of these files, and the
+reading of a cell's rows, are ``benchmarks.report.folders``'.
 """
 
 from __future__ import annotations
@@ -23,22 +24,28 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from benchmarks import datasets, distributed, factory
-from benchmarks.atomic import read_json, write_json, write_text
-from benchmarks.batches import BatchSampler
-from benchmarks.config import ConfigError, RunConfig, apply_updates
-from benchmarks.convergence import prober
-from benchmarks.datasets import Problem
-from benchmarks.evaluate import Evaluation, evaluate_exact, evaluate_method, evaluate_teacher
-from benchmarks.rows import FLOOR, failure_note, read_rows, write_csv
-from benchmarks.scorer import Scorer, metric_names
-from benchmarks.stop import Stopped
-from benchmarks.train import CKPT, NonFiniteLoss, TrainResult, train
+from benchmarks.base.atomic import read_json, write_json, write_text
+from benchmarks.base.rows import FLOOR, write_csv
+from benchmarks.base.stop import Stopped
+from benchmarks.config import ConfigError, RunConfig
+from benchmarks.data import registry
+from benchmarks.data.batches import BatchSampler
+from benchmarks.data.registry import Problem
+from benchmarks.evaluation.convergence import prober
+from benchmarks.evaluation.evaluate import (
+    Evaluation,
+    evaluate_exact,
+    evaluate_method,
+    evaluate_teacher,
+)
+from benchmarks.evaluation.scorer import Scorer
+from benchmarks.report.folders import CONFIG, ERROR_LOG, METRICS, STATE, stored_config
+from benchmarks.training import distributed, factory
+from benchmarks.training.loop import CKPT, NonFiniteLoss, TrainResult, train
 from methods import METHODS
 from unify import Interpolant
 
 TEACHER = "fm"  # the flow-matching method whose velocity is the trained teacher and baseline
-STATE, METRICS, ERROR_LOG = "state.json", "metrics.csv", "error.log"
 KEPT = ("job_id", "task", "host", "requeues", "stopped_at")  # launcher history in state.json
 
 
@@ -67,18 +74,20 @@ def cell_config(cfg: RunConfig, cell: Cell) -> dict:
     """What determines a cell's result: the run config less other methods' options (the exact
     floor trains nothing: its data, evaluation and interpolant only)."""
     d = cfg.to_dict()
-    d["method"] = {cell.method: cfg.method.get(cell.method, {})}
+    d["method"] = {cell.method: d["method"].get(cell.method, {})}
     if cell.method == FLOOR:
         d = {k: d[k] for k in FLOOR_KEYS}
     d["seed"] = cell.seed
     return json.loads(json.dumps(d))
 
 
-def stored_config(d: Path) -> dict:
-    """A cell's config.json without what it learned while running (``problem``)."""
-    stored = read_json(d / "config.json")
-    stored.pop("problem", None)
-    return stored
+def plan(cfg: RunConfig, names: list[str], seeds: list[int]) -> list[Cell]:
+    """Cells in run order: the fm teacher first when auto-distillation needs it, the exact floor."""
+    needs = any(factory.wants_trained_teacher(cfg, m) for m in names)
+    teach = TEACHER in names or (needs and cfg.teacher == "auto")
+    order = ([TEACHER] if teach else []) + [m for m in names if m != TEACHER]
+    order += [FLOOR] if registry.get(cfg.dataset).has_oracle else []
+    return [Cell(m, s) for s in seeds for m in order]
 
 
 def git_sha() -> str:
@@ -101,7 +110,7 @@ def status(out: Path, cfg: RunConfig, cell: Cell, force: bool = False) -> str:
     configuration: starts afresh), 'resume' or 'new'. A finished or resumable cell whose stored
     config differs needs --force: ConfigError, nothing written."""
     d = cell_dir(out, cfg, cell)
-    if force or not (d / "config.json").exists():
+    if force or not (d / CONFIG).exists():
         return "new"
     failed = not (d / METRICS).exists() and read_json(d / STATE).get("state") == "failed"
     if stored_config(d) != cell_config(cfg, cell):
@@ -152,7 +161,7 @@ def run_cell(
         reset(d)  # a failed cell rerun under a new configuration (launchers check the rest)
     if main:
         d.mkdir(parents=True, exist_ok=True)
-        write_json(d / "config.json", cell_config(cfg, cell))
+        write_json(d / CONFIG, cell_config(cfg, cell))
         here = {"pid": os.getpid(), "host": socket.gethostname()}
         _record(d, {"state": "running", **here}, main)
     try:
@@ -199,7 +208,7 @@ def _run(out, cfg, cell, device, quiet, position) -> dict:
         torch.set_num_threads(cfg.train.threads)
     problem = factory.load_problem(cfg, cell.seed)
     if problem.info and distributed.is_main():
-        write_json(d / "config.json", {**cell_config(cfg, cell), "problem": problem.info})
+        write_json(d / CONFIG, {**cell_config(cfg, cell), "problem": problem.info})
     interp = factory.interpolant(cfg)  # the cell's one interpolant: teacher, method, scorer
     scorer = Scorer(problem, interp, cfg.eval, cell.seed,
                     Path(out) / cfg.dataset / "cache", device)  # fmt: skip
@@ -259,27 +268,6 @@ def _finish(d: Path, ev: Evaluation, cfg: RunConfig, cell: Cell, result: TrainRe
     write_csv(rows, d / METRICS)
 
 
-def failure_rows(d: Path) -> pd.DataFrame:
-    """Rows of a failed cell, one per (NFE, metric), each carrying the failure note."""
-    state, conf = read_json(d / STATE), stored_config(d)
-    if state.get("state") != "failed" or not conf:
-        return pd.DataFrame()
-    seed = conf.pop("seed")
-    cfg = apply_updates(RunConfig(), conf)
-    spec = datasets.get(cfg.dataset)
-    names = metric_names(spec.kind == "images", spec.has_oracle, cfg.eval)
-    note = failure_note(state.get("kind", "error"), state.get("step"), state.get("reason", ""))
-    method = d.name.rsplit("-s", 1)[0]
-    rows = [dict(method=method, dataset=cfg.dataset, seed=seed, nfe=n, metric=m, note=note,
-                 budget=cfg.budget, run=d.name) for n in cfg.eval.nfe for m in names]  # fmt: skip
-    return pd.DataFrame(rows)
-
-
 def reset(d: Path) -> None:
     """Forget a cell (``--force``)."""
     shutil.rmtree(d, ignore_errors=True)
-
-
-def rows_of(d: Path) -> pd.DataFrame:
-    """The rows of a cell folder: its metrics when done, its failure rows when failed."""
-    return read_rows(d / METRICS) if (d / METRICS).exists() else failure_rows(d)

@@ -1,180 +1,62 @@
-"""Run configuration: frozen dataclasses, YAML presets that list only what differs, dotted overrides.
+"""Run configuration: YAML presets that list only what differs, dotted overrides, and the one
+``validate``.
 
 Order of precedence: dataclass defaults < ``configs/<dataset>.yaml`` < its ``budgets.<budget>``
-section < CLI flags < ``key=value`` overrides. Every bad key or value raises ``ConfigError`` with
-one line naming it and what is allowed.
+section < CLI flags < ``key=value`` overrides. ``method.<name>.<key>`` options become that
+method's typed ``Config`` as they are read. Every bad key or value raises ``ConfigError`` (a
+dataset that cannot be had: ``DataError``) with one line naming it and what is allowed, before
+anything is written. The schema (``RunConfig`` and its sections) is ``benchmarks.base.schema``,
+which every stage reads; it is re-exported here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import re
-import types
-import typing
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from benchmarks import datasets as registry
-from benchmarks.ema import KINDS
-from benchmarks.nets import NET_KINDS
+from benchmarks.base.schema import (
+    ConfigError,
+    DataCfg,
+    EvalCfg,
+    NetCfg,
+    RunConfig,
+    TrainCfg,
+    apply_updates,
+    coerce,
+)
+from benchmarks.data import registry
+from benchmarks.training import factory
+from benchmarks.training.ema import KINDS
+from benchmarks.training.nets import NET_KINDS
+from methods import METHODS
 from unify.interpolant import INTERPOLANTS
+
+__all__ = [
+    "BUDGETS",
+    "ConfigError",
+    "DataCfg",
+    "EvalCfg",
+    "Here",
+    "NetCfg",
+    "RunConfig",
+    "TrainCfg",
+    "apply_updates",
+    "coerce",
+    "load_config",
+    "parse_methods",
+    "parse_overrides",
+    "parse_seeds",
+    "validate",
+]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 BUDGETS = ("smoke", "small", "paper")
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "adam": torch.optim.Adam,
-    "radam": torch.optim.RAdam,
-    "adamw": torch.optim.AdamW,
-}
-
-
-class ConfigError(ValueError):
-    """A bad option; the message names the value and what is allowed."""
-
-
-@dataclass(frozen=True)
-class DataCfg:
-    n_train: int = 100_000  # 2D sets: points drawn once per seed; images: 0 = the whole set
-    n_test: int = 2000  # 2D held-out points for W2
-    hflip: bool = False
-    resolution: int = 16  # cifar-gmm: images average-pooled to this size (8, 16 or 32)
-    rank: int = 16  # cifar-gmm: principal directions per class
-
-
-@dataclass(frozen=True)
-class NetCfg:
-    kind: str = "mlp"  # benchmarks.nets.NET_KINDS: mlp | tiny | small | paper
-    hidden: int = 256
-    depth: int = 3
-    dropout: float = 0.0
-
-
-@dataclass(frozen=True)
-class TrainCfg:
-    steps: int = 2000
-    batch: int = 512
-    lr: float = 1e-3
-    optimizer: str = "adam"  # OPTIMIZERS: adam | radam | adamw
-    weight_decay: float = 0.0
-    warmup: int = 0
-    clip: float = 1.0  # max gradient norm, 0 = off
-    ema: str = "power"  # evaluation EMA (benchmarks.ema): power | constant | none (raw weights)
-    ema_width: float = 0.05  # power EMA: relative width sigma_rel (EDM2)
-    ema_decay: float = 0.999  # constant EMA: decay
-    log_every: int = 50
-    ckpt_every: int = 500
-    compile: bool = False  # torch.compile the model's net (benchmarks.train.prepare_model)
-    threads: int = 0  # CPU intra-op threads, 0 = torch's default (small 2D nets run best on 1)
-
-
-@dataclass(frozen=True)
-class EvalCfg:
-    nfe: tuple[int, ...] = (1, 2, 4, 8, 16)
-    n_samples: int = 2000
-    # convergence probes: the model is also scored at these fractions of training, on fewer
-    # samples, at NFE 1 and the largest NFE (convergence.csv); () = none
-    convergence: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
-    convergence_samples: int = 512
-    sample_batch: int = 4096  # 0 = sized to the device (benchmarks.evaluate.sample_batch_for)
-    dopri_rtol: float = 1e-5
-    dopri_atol: float = 1e-5
-    fid_weights: str = (
-        ""  # path to Inception weights for offline FID ("" = torch-fidelity's download)
-    )
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    dataset: str = "gmm"
-    budget: str = "small"
-    interpolant: str = "linear"
-    # distillation teacher: auto (the run's trained fm) | exact (the oracle's velocity) | PATH to
-    # an fm checkpoint; load_config sets the dataset's default (benchmarks.datasets)
-    teacher: str = "auto"
-    data_root: str = ""
-    data: DataCfg = field(default_factory=DataCfg)
-    net: NetCfg = field(default_factory=NetCfg)
-    train: TrainCfg = field(default_factory=TrainCfg)
-    eval: EvalCfg = field(default_factory=EvalCfg)
-    method: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method options
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-
-def coerce(value: Any, hint: Any, key: str) -> Any:
-    """Convert a YAML/CLI value to the field's type, or raise naming key, value and type."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):  # e.g. float | None: None, or the other type
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value in ("null", "None")):
-            if len(args) < len(typing.get_args(hint)):
-                return None
-        return coerce(value, args[0], key)
-    try:
-        if origin is tuple:
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(coerce(v, typing.get_args(hint)[0], key) for v in items)
-        if hint is bool:
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("true", "1", "yes"):
-                return True
-            if str(value).lower() in ("false", "0", "no"):
-                return False
-            raise ValueError
-        if hint is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
-                raise ValueError
-            return int(value)
-        if hint is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if hint is str:
-            return str(value)
-    except (TypeError, ValueError):
-        pass
-    else:
-        return value
-    name = getattr(hint, "__name__", str(hint))
-    raise ConfigError(f"bad value {value!r} for {key}: expected {name}")
-
-
-def apply_updates(obj: Any, updates: dict[str, Any], prefix: str = "") -> Any:
-    """Return a copy of dataclass ``obj`` with nested ``updates`` applied and type-checked."""
-    hints = typing.get_type_hints(type(obj))
-    changes: dict[str, Any] = {}
-    for key, value in updates.items():
-        full = f"{prefix}{key}"
-        if key not in hints:
-            allowed = ", ".join(f"{prefix}{k}" for k in hints)
-            raise ConfigError(f"unknown option {full!r}; allowed: {allowed}")
-        current = getattr(obj, key)
-        if key == "method":
-            if not isinstance(value, dict):
-                raise ConfigError(f"bad value {value!r} for {full}: expected a mapping")
-            merged = {k: dict(v) for k, v in current.items()}
-            for name, opts in value.items():
-                merged.setdefault(name, {}).update(opts)
-            changes[key] = merged
-        elif dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
-                raise ConfigError(f"bad value {value!r} for {full}: expected a mapping")
-            changes[key] = apply_updates(current, value, f"{full}.")
-        else:
-            changes[key] = coerce(value, hints[key], full)
-    return dataclasses.replace(obj, **changes)
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -213,12 +95,53 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def datasets() -> list[str]:
-    """Registered dataset names (``benchmarks.datasets.DATASETS``)."""
+    """Registered dataset names (``benchmarks.data.registry.DATASETS``)."""
     return sorted(registry.DATASETS)
 
 
-def load_config(dataset: str, budget: str, cli: dict[str, Any], overrides: list[str]) -> RunConfig:
-    """Defaults < dataset default teacher < preset < preset budget < CLI flags < dotted overrides."""
+def parse_methods(text: str) -> list[str]:
+    """``all`` or a comma list of registered methods."""
+    names = list(METHODS) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in names if m not in METHODS]
+    if bad or not names:
+        raise ConfigError(
+            f"unknown method {(bad or [text])[0]!r}; allowed: all, {', '.join(METHODS)}"
+        )
+    return names
+
+
+def parse_seeds(text: str) -> list[int]:
+    """A comma list of integer seeds >= 0."""
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"bad --seeds {text!r}: expected comma-separated integers") from None
+    if any(s < 0 for s in seeds):
+        raise ConfigError(f"bad --seeds {text!r}: seeds must be >= 0")
+    return seeds
+
+
+@dataclass(frozen=True)
+class Here:
+    """A run on this machine (not a sweep prepared for another): ``validate`` also checks the
+    files the config names, the device and ``--jobs``, and, with ``data``, that the dataset can
+    be had (off for ``--dry-run``, which loads no data)."""
+
+    device: str = "auto"
+    jobs: int = 1
+    data: bool = True
+
+
+def load_config(
+    dataset: str,
+    budget: str,
+    cli: dict[str, Any],
+    overrides: list[str],
+    methods: Sequence[str] = (),
+    here: Here | None = None,
+) -> RunConfig:
+    """Defaults < dataset default teacher < preset < preset budget < CLI flags < dotted overrides;
+    then ``validate(cfg, methods, here)``."""
     if dataset not in registry.DATASETS:
         raise ConfigError(f"unknown dataset {dataset!r}; allowed: {', '.join(datasets())}")
     if budget not in BUDGETS:
@@ -230,8 +153,20 @@ def load_config(dataset: str, budget: str, cli: dict[str, Any], overrides: list[
     cfg = RunConfig(dataset=dataset, budget=budget, teacher=spec.default_teacher)
     for layer in (preset, budgets.get(budget, {}) or {}, cli, parse_overrides(overrides)):
         cfg = apply_updates(cfg, layer)
-    validate(cfg)
+    validate(cfg, methods, here)
     return cfg
+
+
+def validate(cfg: RunConfig, methods: Sequence[str] = (), here: Here | None = None) -> None:
+    """Every check of a run's inputs. Types, unknown keys and each method's own options were
+    checked as the config was read (``apply_updates``, the method's ``Config``); here: ranges and
+    choices, the network against the data, the teacher against the ``methods`` that need one,
+    and with ``here`` this machine (the files named, CUDA, ``--jobs``, the data)."""
+    _check_ranges(cfg)
+    _check_choices(cfg)
+    _check_teacher(cfg, methods)
+    if here is not None:
+        _check_here(cfg, here)
 
 
 def _one_of(value: str, allowed, key: str) -> None:
@@ -239,7 +174,7 @@ def _one_of(value: str, allowed, key: str) -> None:
         raise ConfigError(f"bad value {value!r} for {key}; allowed: {', '.join(allowed)}")
 
 
-def validate(cfg: RunConfig) -> None:
+def _check_ranges(cfg: RunConfig) -> None:
     """Range checks that types alone cannot express."""
     for n in cfg.eval.nfe:
         if n < 1:
@@ -256,15 +191,49 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(
             f"train.ckpt_every={t.ckpt_every} must be a multiple of train.log_every={t.log_every}"
         )
-    _one_of(t.ema, KINDS, "train.ema")
     if not 0 <= t.ema_decay < 1:
         raise ConfigError(f"bad value {t.ema_decay} for train.ema_decay: must be in [0, 1)")
     if not 0 < t.ema_width < 0.2887:
         raise ConfigError(f"bad value {t.ema_width} for train.ema_width: must be in (0, 0.2887)")
-    _one_of(t.optimizer, list(OPTIMIZERS), "train.optimizer")
+
+
+def _check_choices(cfg: RunConfig) -> None:
+    """Names from a registry, and the network that fits the data."""
+    _one_of(cfg.train.ema, KINDS, "train.ema")
+    _one_of(cfg.train.optimizer, list(factory.OPTIMIZERS), "train.optimizer")
     _one_of(cfg.net.kind, NET_KINDS, "net.kind")
     _one_of(cfg.interpolant, list(INTERPOLANTS), "interpolant")
     kind = registry.get(cfg.dataset).kind
     if (cfg.net.kind == "mlp") != (kind == "points"):
         nets = "mlp" if kind == "points" else ", ".join(k for k in NET_KINDS if k != "mlp")
         raise ConfigError(f"net.kind={cfg.net.kind!r} does not fit {kind} data; use {nets}")
+
+
+def _check_teacher(cfg: RunConfig, methods: Sequence[str]) -> None:
+    """``--teacher exact`` needs an oracle when one of ``methods`` distils from a teacher."""
+    if cfg.teacher == "exact" and any(METHODS[m].needs_teacher for m in methods):
+        if not registry.get(cfg.dataset).has_oracle:
+            raise ConfigError(
+                f"--teacher exact needs an oracle; {cfg.dataset!r} has none (use auto)"
+            )
+
+
+def _check_here(cfg: RunConfig, here: Here) -> None:
+    """What this machine must hold: the files named (a teacher checkpoint is loaded to check
+    it), CUDA when asked for, a worker count, and the data unless ``here.data`` is off."""
+    for value, flag in ((cfg.eval.fid_weights, "--fid-weights"), (cfg.data_root, "--data-root")):
+        if value and not Path(value).exists():
+            raise ConfigError(f"{flag} {value!r} does not exist")
+    if here.jobs < 1:
+        raise ConfigError(f"bad --jobs {here.jobs}: must be >= 1")
+    if here.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available here; use cpu or auto")
+    spec = registry.get(cfg.dataset)
+    if cfg.teacher not in ("auto", "exact"):
+        if not Path(cfg.teacher).is_file():
+            raise ConfigError(
+                f"--teacher {cfg.teacher!r}: expected auto, exact or a checkpoint file"
+            )
+        factory.load_weights(Path(cfg.teacher), cfg, spec.shape(cfg), torch.device("cpu"))
+    if here.data:
+        spec.check(cfg)

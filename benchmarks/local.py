@@ -3,7 +3,7 @@ once in worker processes (one GPU each on a multi-GPU machine, ``cpu_count // N`
 on CPU). A distillation cell with a trained teacher starts once the fm cell of its seed is done.
 
 Isolation: a cell that fails is recorded as failed and the others go on. Stopping: SIGINT and
-SIGTERM stop every running cell at its current step, which is saved (``benchmarks.stop``);
+SIGTERM stop every running cell at its current step, which is saved (``benchmarks.base.stop``);
 workers ignore the terminal's SIGINT and are told once per signal the launcher receives, so a
 second Ctrl-C is ignored while checkpoints are written and a third exits at once.
 """
@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import stop
-from benchmarks.atomic import read_json
-from benchmarks.cells import STATE, TEACHER, Cell, cell_dir, run_cell
+from benchmarks.base import stop
+from benchmarks.base.atomic import read_json
+from benchmarks.cells import TEACHER, Cell, cell_dir, run_cell
 from benchmarks.config import RunConfig
-from benchmarks.factory import wants_trained_teacher
+from benchmarks.report.folders import STATE
+from benchmarks.training.factory import wants_trained_teacher
 from methods import METHODS
 
 

@@ -16,17 +16,25 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
-from benchmarks import cells, datasets, factory, stop
-from benchmarks.cli import OneLineParser
-from benchmarks.cluster import launcher
-from benchmarks.collect import report_folder
-from benchmarks.config import BUDGETS, ConfigError, RunConfig, load_config
+from benchmarks import cells
+from benchmarks.base import stop
+from benchmarks.base.cli import OneLineParser, add_slurm_args
+from benchmarks.base.rows import failure_note
+from benchmarks.config import (
+    BUDGETS,
+    ConfigError,
+    Here,
+    RunConfig,
+    load_config,
+    parse_methods,
+    parse_seeds,
+)
 from benchmarks.config import datasets as dataset_names
-from benchmarks.data import DataError
-from benchmarks.local import CellSpec, run_local
-from benchmarks.rows import FLOOR, failure_note
+from benchmarks.data.loaders import DataError
+from benchmarks.local import CellSpec, device_for, run_local
+from benchmarks.report.collect import report_folder
+from benchmarks.report.folders import ERROR_LOG
+from benchmarks.training import factory
 from methods import METHODS
 
 
@@ -50,84 +58,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show a failed cell's traceback, stop")
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     p.add_argument("overrides", nargs="*", help="dotted key=value, e.g. train.lr=1e-4")
-    launcher.add_slurm_args(p)
+    add_slurm_args(p)
     return p
 
 
-def parse_methods(text: str) -> list[str]:
-    names = list(METHODS) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
-    bad = [m for m in names if m not in METHODS]
-    if bad or not names:
-        raise ConfigError(
-            f"unknown method {(bad or [text])[0]!r}; allowed: all, {', '.join(METHODS)}"
-        )
-    return names
-
-
-def parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"bad --seeds {text!r}: expected comma-separated integers") from None
-    if any(s < 0 for s in seeds):
-        raise ConfigError(f"bad --seeds {text!r}: seeds must be >= 0")
-    return seeds
-
-
 def build(args: argparse.Namespace) -> tuple[RunConfig, list[str], list[int]]:
-    """The run config, methods and seeds, every one checked (ConfigError names the bad value)."""
+    """The run config, methods and seeds, every one checked by ``config.validate``
+    (ConfigError or DataError names the bad value)."""
     cli: dict = {"eval": {}}
     if args.nfe is not None:
         cli["eval"]["nfe"] = args.nfe
-    for flag, key in (("fid_weights", "--fid-weights"), ("data_root", "--data-root")):
-        value = getattr(args, flag)
-        if value is not None and not Path(value).exists():
-            raise ConfigError(f"{key} {value!r} does not exist")
     if args.fid_weights:
         cli["eval"]["fid_weights"] = args.fid_weights
     if args.data_root is not None:
         cli["data_root"] = args.data_root
     if args.teacher is not None:
         cli["teacher"] = args.teacher
-    if args.jobs < 1:
-        raise ConfigError(f"bad --jobs {args.jobs}: must be >= 1")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available here; use cpu or auto")
-    cfg = load_config(args.dataset, args.budget, cli, args.overrides)
     names = parse_methods(args.methods)
-    for name in cfg.method:
-        if name not in METHODS:
-            raise ConfigError(
-                f"unknown method {name!r} in overrides; allowed: {', '.join(METHODS)}"
-            )
-        factory.method_options(cfg, name)
-    check_teacher(cfg, names)
+    here = Here(device=args.device, jobs=args.jobs, data=not args.dry_run)
+    cfg = load_config(args.dataset, args.budget, cli, args.overrides, names, here)
     return cfg, names, parse_seeds(args.seeds)
-
-
-def check_teacher(cfg: RunConfig, names: list[str]) -> None:
-    """The teacher option names something usable by this dataset (a file is loaded to check)."""
-    spec = datasets.get(cfg.dataset)
-    if cfg.teacher == "exact":
-        if not spec.has_oracle and any(METHODS[m].needs_teacher for m in names):
-            raise ConfigError(
-                f"--teacher exact needs an oracle; {cfg.dataset!r} has none (use auto)"
-            )
-    elif cfg.teacher != "auto":
-        if not Path(cfg.teacher).is_file():
-            raise ConfigError(
-                f"--teacher {cfg.teacher!r}: expected auto, exact or a checkpoint file"
-            )
-        factory.load_weights(Path(cfg.teacher), cfg, spec.shape(cfg), torch.device("cpu"))
-
-
-def plan(cfg: RunConfig, names: list[str], seeds: list[int]) -> list[cells.Cell]:
-    """Cells in run order: the fm teacher first when auto-distillation needs it, the exact floor."""
-    needs = any(factory.wants_trained_teacher(cfg, m) for m in names)
-    teach = cells.TEACHER in names or (needs and cfg.teacher == "auto")
-    order = ([cells.TEACHER] if teach else []) + [m for m in names if m != cells.TEACHER]
-    order += [FLOOR] if datasets.get(cfg.dataset).has_oracle else []
-    return [cells.Cell(m, s) for s in seeds for m in order]
 
 
 def to_run(out: Path, cfg: RunConfig, plan_: list[cells.Cell], force: bool) -> dict:
@@ -149,14 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     try:
         cfg, names, seeds = build(args)
-        cells_ = plan(cfg, names, seeds)
+        cells_ = cells.plan(cfg, names, seeds)
         todo = to_run(out, cfg, cells_, args.force)
-        if not args.dry_run:
-            datasets.get(cfg.dataset).check(cfg)
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    device = launcher.device_label(args.device)
+    device = device_for(args.device)
     if args.dry_run or not args.quiet:
         print(f"{len(cells_)} cells on {cfg.dataset} ({cfg.budget}: {cfg.train.steps} steps x batch "
               f"{cfg.train.batch}, net {cfg.net.kind}, NFE {list(cfg.eval.nfe)}, teacher "
@@ -165,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {c.key:<16} {todo.get(c, 'done'):<7} {cells.cell_dir(out, cfg, c)}")
     specs = [CellSpec(str(out), cfg, c, args.device) for c in cells_ if c in todo]
     if args.launcher != "local":
+        from benchmarks.cluster import launcher  # submitit: only for Slurm and its debug executor
+
         return launcher.submit(args, specs, out / cfg.dataset)
     if args.dry_run:
         return 0
@@ -180,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = [(s, st) for s, st in ran if st.get("state") == "failed"]
     for s, st in failed:
         note = failure_note(st.get("kind", "error"), st.get("step"), st.get("reason", ""))
-        print(f"{s.cell.key}: {note}: {st.get('reason', '')} (log: {s.dir / cells.ERROR_LOG})",
+        print(f"{s.cell.key}: {note}: {st.get('reason', '')} (log: {s.dir / ERROR_LOG})",
               file=sys.stderr)  # fmt: skip
     if not args.quiet:
         print(f"done in {time.perf_counter() - t0:.1f} s; wrote {len(written)} files under "

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from benchmarks.base.rows import is_baseline, read_rows
 from benchmarks.report import summarize
-from benchmarks.rows import is_baseline, read_rows
 from methods import METHODS
 from methods.base import FAMILIES
 

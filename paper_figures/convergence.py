@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from benchmarks.convergence import probe_nfe
+from benchmarks.report.convergence import probe_nfe
 from paper_figures import style
 from paper_figures.common import (
     OTHER,
@@ -55,7 +55,7 @@ def read_all(results: Path) -> tuple[pd.DataFrame, list[str]]:
 
 def curves(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Per legend label: (step, mean, std) over seeds of one metric's rows, at the NFE the
-    method is judged by (``benchmarks.convergence.probe_nfe``: 1, the fm teacher at its largest);
+    method is judged by (``benchmarks.report.convergence.probe_nfe``: 1, the fm teacher at its largest);
     the label is the method, plus "(NFE k)" when k is not 1."""
     out = {}
     rows = probe_nfe(rows)

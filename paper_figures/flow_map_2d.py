@@ -4,7 +4,7 @@ Drawn from the cells' ``samples.npz`` alone (one seed, see :mod:`paper_figures.s
 Columns 1-3: the method's kept samples at NFE 1, 2, 4 from the shared noise x0, over the true
 data density p_1 (``gmm_oracle().log_prob`` at t = 1 in closed form, grey); the corner number is
 the flow-map error: mean distance between the method's samples and the exact cell's ``nfe1``
-= X*_{0,1}(x0) of the same x0 (``benchmarks.metrics.flowmap_err``). Column 4: the kept
+= X*_{0,1}(x0) of the same x0 (``benchmarks.evaluation.metrics.flowmap_err``). Column 4: the kept
 trajectories t -> X_{0,t}(x0) of a few points, the learned map (method colour) against the exact
 cell's (dashed black); start points are black dots, exact end points crosses. Without an exact
 cell (or with a different x0) the errors and exact paths are left out and a note says why. Axes
@@ -21,8 +21,8 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from benchmarks.datasets import gmm_oracle
-from benchmarks.rows import FLOOR
+from benchmarks.base.rows import FLOOR
+from benchmarks.data.registry import gmm_oracle
 from paper_figures import style
 from paper_figures.common import Made, Skip, run_command
 from paper_figures.stored import Kept, error, kept_cells

@@ -15,7 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from benchmarks.cli import OneLineParser
+from benchmarks.base.cli import OneLineParser
 from paper_figures import FIGURES
 from paper_figures.common import Skip
 

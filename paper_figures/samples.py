@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from benchmarks.rows import FLOOR
+from benchmarks.base.rows import FLOOR
 from paper_figures import style
 from paper_figures.common import Made, Skip, run_command
 from paper_figures.stored import Kept, kept_cells

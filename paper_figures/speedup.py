@@ -22,8 +22,15 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from benchmarks.base.rows import (
+    ADAPTIVE_SOLVER,
+    BASELINES,
+    FLOOR,
+    VELOCITIES,
+    baseline,
+    velocity_of,
+)
 from benchmarks.report import fmt
-from benchmarks.rows import ADAPTIVE_SOLVER, BASELINES, FLOOR, VELOCITIES, baseline, velocity_of
 from paper_figures import style
 from paper_figures.common import Made, Skip, cells, load_rows, primary_metric, run_command
 

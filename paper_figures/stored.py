@@ -1,6 +1,6 @@
 """What the cells kept of their samples (``samples.npz``), read without building any model.
 
-``benchmarks.evaluate.Evaluation.save`` writes, per cell: ``x0`` (2D: the first evaluation
+``benchmarks.evaluation.evaluate.Evaluation.save`` writes, per cell: ``x0`` (2D: the first evaluation
 noises, identical across the cells of one seed), ``nfe<k>`` (the method's own sampler at NFE k
 from that noise: float16 points or uint8 images (N, C, H, W)), and for 2D ``paths`` (trajectories
 t -> X_{0,t}(x0[:n]), time-major) at ``path_times``. The exact cell keeps ``nfe1`` = X*_{0,1}(x0).
@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.evaluate import SAMPLES
-from benchmarks.metrics import flowmap_err
+from benchmarks.base.rows import FLOOR
+from benchmarks.evaluation.evaluate import SAMPLES
+from benchmarks.evaluation.metrics import flowmap_err
 from benchmarks.report.style import order
-from benchmarks.rows import FLOOR
 from paper_figures.common import Run, Skip, rerun_command, run_command, runs
 
 
@@ -73,7 +73,7 @@ def read_kept(run: Run) -> Kept | None:
 
 
 def error(x: np.ndarray, target: np.ndarray) -> float:
-    """``benchmarks.metrics.flowmap_err`` of stored points against the exact map's."""
+    """``benchmarks.evaluation.metrics.flowmap_err`` of stored points against the exact map's."""
     return flowmap_err(torch.from_numpy(x.astype(np.float64)), torch.from_numpy(target))
 
 

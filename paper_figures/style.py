@@ -24,11 +24,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from matplotlib.transforms import offset_copy
 
-from benchmarks.atomic import atomic_open
+from benchmarks.base.atomic import atomic_open
+from benchmarks.base.rows import FLOOR, is_baseline
 from benchmarks.report.plots import NO_DATE
 from benchmarks.report.style import baseline_style, method_color
 from benchmarks.report.style import order as method_order
-from benchmarks.rows import FLOOR, is_baseline
 from methods import METHODS
 
 EXACT, KNOWN_METHODS = FLOOR, tuple(sorted(METHODS))

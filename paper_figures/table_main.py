@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.base.rows import is_baseline
 from benchmarks.report import table
-from benchmarks.rows import is_baseline
 from paper_figures import style
 from paper_figures.common import Made, load_rows, primary_metric
 

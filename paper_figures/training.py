@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from benchmarks.rows import read_rows
+from benchmarks.base.rows import read_rows
 from paper_figures import style
 from paper_figures.common import Made, Run, Skip, run_command, runs
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import cifar_gmm as C
-from benchmarks.data import DataError
-from benchmarks.metrics import frechet_floor, frechet_to_moments
+from benchmarks.data import cifar_gmm as C
+from benchmarks.data.loaders import DataError
+from benchmarks.evaluation.metrics import frechet_floor, frechet_to_moments
 from unify import Linear
 
 REAL_NPZ = C.JPEG_TEST_NPZ

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import data as D
-from benchmarks.batches import BatchSampler
-from benchmarks.cifar_gmm import JPEG_TEST_NPZ
-from benchmarks.data import (
+from benchmarks.data import loaders as D
+from benchmarks.data.batches import BatchSampler
+from benchmarks.data.cifar_gmm import JPEG_TEST_NPZ
+from benchmarks.data.loaders import (
     DataError,
     checkerboard,
     cifar10,

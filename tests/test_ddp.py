@@ -28,7 +28,7 @@ def _port() -> int:
 
 
 def _grad_worker(rank: int, world: int, port: int, out: str) -> None:
-    from benchmarks import distributed
+    from benchmarks.training import distributed
 
     torch.set_num_threads(1)
     distributed.init(rank, world, "127.0.0.1", port, "gloo")
@@ -44,9 +44,9 @@ def _grad_worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 def _train_worker(rank: int, world: int, port: int, out: str, seed: int) -> None:
-    from benchmarks import distributed
     from benchmarks.cells import Cell, run_cell
     from benchmarks.config import load_config
+    from benchmarks.training import distributed
 
     torch.set_num_threads(1)
     distributed.init(rank, world, "127.0.0.1", port, "gloo")

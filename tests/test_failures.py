@@ -8,8 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmarks import cells, status
-from benchmarks.rows import read_rows
+from benchmarks import cells
+from benchmarks.base.rows import read_rows
+from benchmarks.report import status
+from benchmarks.report.folders import ERROR_LOG, STATE
 from benchmarks.run import main
 
 SMOKE = ["--dataset", "gmm", "--budget", "smoke", "--quiet"]
@@ -31,10 +33,10 @@ def test_divergence_is_reported_not_raised(tmp_path: Path, capsys) -> None:
     assert len(lines) == 2 and all(": diverged (step " in ln for ln in lines), err
     assert "no checkpoint" in err, "the message names a checkpoint only when one exists"
     for name in ("fm-s0", "lmd-s0"):
-        state = json.loads((tmp_path / "gmm" / "runs" / name / cells.STATE).read_text())
+        state = json.loads((tmp_path / "gmm" / "runs" / name / STATE).read_text())
         assert (state["state"], state["kind"]) == ("failed", "diverged")
         assert 1 <= state["step"] <= 10 and f"diverged (step {state['step']})" in err
-        assert (tmp_path / "gmm" / "runs" / name / cells.ERROR_LOG).exists()
+        assert (tmp_path / "gmm" / "runs" / name / ERROR_LOG).exists()
     note = f"diverged (step {state['step']})"
     table = (tmp_path / "gmm" / "table.md").read_text()
     assert table.count(note) >= 4  # fm and lmd, every NFE of both metrics

@@ -7,7 +7,8 @@
    stationary in the perturbation eps and its (semi-)gradient at eps = +-0.2 points back to 0; a
    loss that is not a semi-gradient (``Method.semigradient``) is also strictly larger at +-0.2.
    A method whose published defaults are stationary only in a limit runs with its declared
-   ``exact_with`` overrides, and its defaults must then be measurably less stationary.
+   ``exact_with`` overrides, and its defaults must then be measurably less stationary (at the
+   start of training or mid-run, where their schedules stand furthest from the limit).
 2. A few hundred Adam steps on a 2D Gaussian mixture lower the loss (or, where the loss value is
    no measure of progress, the sampled map's error); samples have the data's shape.
 3. Each sampler calls the network exactly nfe times.
@@ -22,7 +23,7 @@ import torch
 from oracle_checks import one_gaussian_lowrank
 from torch import nn
 
-from benchmarks.nets import MLP
+from benchmarks.training.nets import MLP
 from methods import METHODS, NotApplicable, build_config
 from unify import ExactMapTeacher, FlowMap, Linear, Trig, VelocityTeacher
 from unify.exact import (
@@ -47,12 +48,12 @@ def _heun_teacher(oracle, interpolant) -> VelocityTeacher:
     return VelocityTeacher(lambda x, t: oracle.velocity(x, t, interpolant), "heun", max_dt=1 / 16)
 
 
-def _loss_and_grad(method, fm, net, x1, x0, eps: float):
+def _loss_and_grad(method, fm, net, x1, x0, eps: float, step: int = 500):
     with torch.no_grad():
         net.eps.fill_(eps)
     net.eps.grad = None
     torch.manual_seed(1234)  # common random numbers across eps
-    loss, logs = method.loss(fm, x1, step=500, x0=x0)
+    loss, logs = method.loss(fm, x1, step=step, x0=x0)
     loss.backward()
     return float(loss.detach()), float(net.eps.grad), {k: float(v) for k, v in logs.items()}
 
@@ -77,7 +78,9 @@ def _oracle(kind: str):
     return RotatedGaussian.from_lowrank(lowrank), lambda i: LowRankTeacher(lowrank, i), BATCH // 4
 
 
-def _exact_case(cls, interpolant, overrides: dict, epss=(0.0, EPS, -EPS), oracle="gauss2d"):
+def _exact_case(
+    cls, interpolant, overrides: dict, epss=(0.0, EPS, -EPS), oracle="gauss2d", step: int = 500
+):
     """(loss, dL/deps, logs) at each eps, the model the exact map of a Gaussian perturbed by eps."""
     target, make_teacher, batch = _oracle(oracle)
     net = OracleNet(target, interpolant)
@@ -88,7 +91,7 @@ def _exact_case(cls, interpolant, overrides: dict, epss=(0.0, EPS, -EPS), oracle
     gen = torch.Generator().manual_seed(0)
     x1 = target.sample(batch, generator=gen).double()
     x0 = torch.randn(*x1.shape, generator=gen, dtype=torch.float64)
-    return [_loss_and_grad(method, fm, net, x1, x0, eps) for eps in epss]
+    return [_loss_and_grad(method, fm, net, x1, x0, eps, step) for eps in epss]
 
 
 CASES = [("gauss2d", Linear()), ("gauss2d", Trig()), ("lowrank48", Linear())]
@@ -113,9 +116,14 @@ def test_exact_map_is_optimal(name: str, oracle: str, interpolant) -> None:
     assert gp > 0 > gm, f"{name}: dL/deps = {gp:.3e} at +{EPS}, {gm:.3e} at -{EPS}"
     if not cls.semigradient:  # a true loss is minimal there; a semi-gradient's value need not be
         assert lp > l0 and lm > l0, f"{name}: L(0)={l0:.6g} L(+)={lp:.6g} L(-)={lm:.6g}"
-    if cls.exact_with:  # the declaration is needed: the published defaults are less stationary
-        g_default = _exact_case(cls, interpolant, {}, epss=(0.0,), oracle=oracle)[0][1]
-        assert abs(g_default) > 10 * abs(g0), f"{name}: defaults {g_default:.3e} vs {g0:.3e}"
+    if cls.exact_with:  # the declaration is needed: the published defaults are less stationary,
+        # at step 0 (warm-ups and curricula at their start) or mid-run: 10x |dL/deps| of the limit
+        # where that is exact (zero residual), else half the stationarity bound (a Monte-Carlo
+        # limit, whose |dL/deps| at 0 is sampling noise of a few % of the slope)
+        cases = (_exact_case(cls, interpolant, {}, (0.0,), oracle, k)[0][1] for k in (0, 500))
+        g_default = max(cases, key=abs)
+        bound = min(10 * abs(g0), 0.1 * slope)
+        assert abs(g_default) > bound, f"{name}: defaults {g_default:.3e} vs {g0:.3e}"
 
 
 def _map_error_nfe(method, fm, x0, fallback: int) -> int:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import write_random_inception_weights
 
-from benchmarks import metrics
-from benchmarks.metrics import (
+from benchmarks.evaluation import metrics
+from benchmarks.evaluation.metrics import (
     fid,
     fid_cache_path,
     flowmap_err,

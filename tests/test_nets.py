@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.func import jvp
 
-from benchmarks.nets import MLP, UNet, count_params, make_net, unet
+from benchmarks.training.nets import MLP, UNet, count_params, make_net, unet
 
 
 def _tiny_unet() -> UNet:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_paper_figures_fixture import write_results as build
 
-import benchmarks.factory
+import benchmarks.training.factory
 from paper_figures import FIGURES
 from paper_figures import make as cli
 from paper_figures.common import Skip
@@ -33,7 +33,7 @@ def refuse(*args: object, **kwargs: object) -> NoReturn:
 def test_every_figure_is_drawn_from_the_results_alone(results, tmp_path, monkeypatch, capsys):
     (results / "gmm" / "runs" / "lmd-s0" / "ckpt.pt").write_bytes(b"never read")
     for name in ("model", "load_problem", "load_weights", "parts"):
-        monkeypatch.setattr(benchmarks.factory, name, refuse)
+        monkeypatch.setattr(benchmarks.training.factory, name, refuse)
     monkeypatch.setattr(torch, "load", refuse)
     assert cli.main(["--results", str(results), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -11,7 +11,7 @@ import torch
 from test_paper_figures_fixture import OFFSETS, TARGET, X0, by_gid, draw, images, lines, unsaved
 from test_paper_figures_fixture import write_results as build
 
-from benchmarks.datasets import gmm_oracle
+from benchmarks.data.registry import gmm_oracle
 from paper_figures import flow_map_2d, samples, style
 from paper_figures.common import Skip
 from unify import Linear

@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmarks import factory
 from benchmarks.config import TrainCfg, load_config
-from benchmarks.evaluate import sample_batch_for
-from benchmarks.nets import make_net
+from benchmarks.evaluation.evaluate import sample_batch_for
 from benchmarks.perf.bench import main, resolve
 from benchmarks.perf.report import COLUMNS
-from benchmarks.train import prepare_model
+from benchmarks.training import factory
+from benchmarks.training.loop import prepare_model
+from benchmarks.training.nets import make_net
 from unify import FlowMap
 
 TINY = ["--reps", "1", "--warmup", "1", "--sample-reps", "1", "--velocity-steps", "2"]

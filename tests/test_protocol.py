@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmarks import factory
+from benchmarks.base.rows import BASELINES, read_rows
 from benchmarks.config import load_config
-from benchmarks.ema import EMALaw, ema_update, gamma_of_width
-from benchmarks.rows import BASELINES, read_rows
 from benchmarks.run import main
+from benchmarks.training import factory
+from benchmarks.training.ema import EMALaw, ema_update, gamma_of_width
 from methods import METHODS
 from methods.common import run_length_decay
 from unify import FlowMapTeacher

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from benchmarks import report as R
-from benchmarks import rows as RW
+from benchmarks.base import rows as RW
 
 SEC = {"lmd": 0.1, "ct": 0.1, "fm-euler": 0.2, "fm-heun": 0.2}  # sample seconds per NFE
 

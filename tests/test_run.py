@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmarks.rows import read_rows
+from benchmarks.base.rows import read_rows
 from benchmarks.run import main
 from methods import METHODS
 
@@ -129,7 +129,7 @@ def test_dry_run_writes_nothing_and_loads_no_data(tmp_path: Path, capsys) -> Non
 
 
 def test_compare_gives_the_reproducibility_verdict(tmp_path: Path, capsys) -> None:
-    from benchmarks.compare import main as compare
+    from benchmarks.report.compare import main as compare
 
     assert _run(tmp_path / "a", "--methods", "lmd") == 0
     assert _run(tmp_path / "b", "--methods", "lmd") == 0

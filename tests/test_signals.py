@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmarks.rows import read_rows
+from benchmarks.base.rows import read_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 VALUES = ["method", "seed", "nfe", "metric", "value", "note"]
@@ -111,10 +111,11 @@ def test_sigkill_then_resume_matches_uninterrupted(reference, tmp_path) -> None:
 def test_stop_during_a_probe_saves_that_step(tmp_path) -> None:
     """A stop that cuts off a convergence probe mid-training saves the probe's step (not the last
     periodic checkpoint) and reports it; the rerun resumes there and redoes the probe."""
-    from benchmarks import factory, stop
-    from benchmarks.batches import BatchSampler
+    from benchmarks.base import stop
     from benchmarks.config import load_config
-    from benchmarks.train import train
+    from benchmarks.data.batches import BatchSampler
+    from benchmarks.training import factory
+    from benchmarks.training.loop import train
 
     cfg = load_config("gmm", "smoke", {}, ["train.steps=40", "train.ckpt_every=100"])
     problem = factory.load_problem(cfg, 0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from benchmarks.sliced import (
+from benchmarks.evaluation.sliced import (
     directions,
     project,
     quantiles,

@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmarks import run, status
-from benchmarks.cells import STATE
+from benchmarks import run
 from benchmarks.cluster import sweep
-from benchmarks.cluster.launcher import SUBMIT
+from benchmarks.report import status
+from benchmarks.report.folders import STATE, SUBMIT
 
 VALUES = ["method", "seed", "nfe", "metric", "value", "note"]
 SMOKE = ["--dataset", "gmm", "--budget", "smoke", "--quiet"]

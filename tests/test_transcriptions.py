@@ -22,7 +22,7 @@ import pytest
 import torch
 from torch.func import jvp
 
-from benchmarks.nets import MLP
+from benchmarks.training.nets import MLP
 from methods import METHODS, build_config
 from unify import FlowMap, FlowMapTeacher, Linear, Trig
 

@@ -7,11 +7,11 @@ cells form a first array and the others a second one that starts ``afterok`` the
 records them (``preview``), so a sweep can be prepared on a machine without Slurm.
 
 A task is a ``CellTask`` (``submitit.helpers.Checkpointable``): SIGUSR2 (Slurm's warning before
-the time limit, or a preemption) requests a stop (``benchmarks.stop``); the training loop saves a
+the time limit, or a preemption) requests a stop (``benchmarks.base.stop``); the training loop saves a
 checkpoint at that exact step, then submitit requeues the same cell, which resumes bit for bit.
 Per cell, the submitter writes ``submit.json`` (job id, submitit folder) and the task writes
 ``state.json`` (running, requeued, done or failed with its error); they feed
-``python -m benchmarks.status`` and decide what a rerun submits.
+``python -m benchmarks.report.status`` and decide what a rerun submits.
 """
 
 from __future__ import annotations
@@ -29,15 +29,17 @@ import submitit
 import torch
 import yaml
 
-from benchmarks import distributed, stop
-from benchmarks.atomic import read_json, write_json
-from benchmarks.cells import METRICS, STATE, run_cell
+from benchmarks.base import stop
+from benchmarks.base.atomic import read_json, write_json
+from benchmarks.cells import run_cell
 from benchmarks.cluster.preview import preview
-from benchmarks.collect import collect
 from benchmarks.config import ConfigError
 from benchmarks.local import CellSpec, device_for, phases
+from benchmarks.report.collect import collect
+from benchmarks.report.folders import METRICS, STATE, SUBMIT
+from benchmarks.report.status import ACTIVE, job_state
+from benchmarks.training import distributed
 
-SUBMIT = "submit.json"
 # our resource names -> submitit AutoExecutor parameters
 PARAMS = {
     "partition": "slurm_partition",
@@ -56,31 +58,9 @@ PARAMS = {
     "job_name": "name",
 }
 DEFAULTS = {"timeout_min": 60, "cpus_per_task": 1, "array_parallelism": 64, "job_name": "flowmap"}
-ACTIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING")
 
 
 # ------------------------------------------------------------------------------------ resources
-def add_slurm_args(p) -> None:
-    """Resource flags shared by benchmarks.run and the sweep CLI (CLI wins over YAML)."""
-    g = p.add_argument_group("slurm (with --launcher slurm)")
-    for flag, dest, typ, text in (
-        ("--partition", None, str, None),
-        ("--account", None, str, None),
-        ("--qos", None, str, None),
-        ("--constraint", None, str, None),
-        ("--gpus", "gpus_per_node", int, "GPUs per node (= data-parallel ranks)"),
-        ("--cpus", "cpus_per_task", int, "CPUs per task"),
-        ("--mem-gb", "mem_gb", float, None),
-        ("--time", "timeout_min", int, "time limit in minutes"),
-        ("--parallelism", "array_parallelism", int, "array tasks at once"),
-    ):
-        g.add_argument(flag, dest=dest or flag[2:], type=typ, help=text)
-    g.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE", help="extra line")
-    g.add_argument("--setup", action="append", default=[], metavar="LINE", help="run before task")
-    g.add_argument("--slurm-config", help="site YAML of defaults (or $FLOWMAP_SLURM_CONFIG)")
-    g.add_argument("--wait", action="store_true", help="wait for the jobs, then collect")
-
-
 def resources(args, section: dict | None = None) -> dict[str, Any]:
     """DEFAULTS < site file (not in the repository) < the sweep's ``slurm:`` < CLI flags."""
     res = dict(DEFAULTS)
@@ -114,10 +94,6 @@ def make_executor(launcher: str, folder: Path, res: dict, dependency: str | None
         }
     ex.update_parameters(**params)
     return ex
-
-
-def device_label(name: str) -> str:
-    return str(device_for(name))
 
 
 # ----------------------------------------------------------------------------------- the task
@@ -172,16 +148,6 @@ class CellTask(submitit.helpers.Checkpointable):
 
 
 # ------------------------------------------------------------------------------ submission
-def job_state(sub: dict) -> str:
-    """Slurm's state of a submitted cell (sacct/squeue through submitit), or UNKNOWN."""
-    if sub.get("launcher") != "slurm" or not shutil.which("sacct"):
-        return "UNKNOWN"
-    try:
-        return submitit.SlurmJob(sub["folder"], sub["job_id"]).state.split()[0]
-    except Exception:  # noqa: BLE001 - no accounting reachable
-        return "UNKNOWN"
-
-
 def to_submit(specs: list[CellSpec]) -> list[CellSpec]:
     """Cells neither finished nor pending/running in Slurm: missing, failed or stopped."""
     todo = []
@@ -218,14 +184,14 @@ def launch(specs: list[CellSpec], launcher: str, res: dict, folder: Path, *, wai
             _wait(group_jobs)
         dependency = f"afterok:{array_id}"
     if jobs and launcher == "slurm" and not wait:
-        print(f"follow it: squeue -j {array_id} or python -m benchmarks.status OUT_DIR")
+        print(f"follow it: squeue -j {array_id} or python -m benchmarks.report.status OUT_DIR")
     return jobs
 
 
 def _wait(jobs: list) -> None:
     for j in jobs:
         try:
-            j.exception()  # a failed task is reported by benchmarks.status
+            j.exception()  # a failed task is reported by benchmarks.report.status
         except submitit.core.utils.UncompletedJobError:  # cancelled, timed out, node failed
             pass
 

@@ -31,13 +31,12 @@ from pathlib import Path
 import yaml
 
 from benchmarks import cells
-from benchmarks.cli import OneLineParser
+from benchmarks.base.cli import OneLineParser, add_slurm_args
 from benchmarks.cluster import launcher
-from benchmarks.collect import collect
-from benchmarks.config import ConfigError, load_config
-from benchmarks.data import DataError
+from benchmarks.config import ConfigError, load_config, parse_methods
+from benchmarks.data.loaders import DataError
 from benchmarks.local import CellSpec, run_local
-from benchmarks.run import parse_methods, plan
+from benchmarks.report.collect import collect
 
 KEYS = ("name", "budget", "datasets", "methods", "seeds", "teacher", "set", "grid", "slurm", "out")
 
@@ -91,8 +90,8 @@ def expand(spec: dict, out: Path, device: str = "auto", data_root: str = "") -> 
     for variant, overrides in variants(spec.get("grid") or {}):
         root = out / spec["name"] / variant
         for dataset in _list(spec["datasets"]):
-            cfg = load_config(dataset, spec.get("budget", "small"), cli, fixed + overrides)
-            for cell in plan(cfg, names, seeds):
+            cfg = load_config(dataset, spec.get("budget", "small"), cli, fixed + overrides, names)
+            for cell in cells.plan(cfg, names, seeds):
                 cells.status(root, cfg, cell)  # a stored config that differs is an error
                 found.append(CellSpec(str(root), cfg, cell, device))
     return found
@@ -109,7 +108,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--dry-run", action="store_true", help="print cells and sbatch script only")
     p.add_argument("--jobs", type=int, default=1, help="local launcher: cells at once")
-    launcher.add_slurm_args(p)
+    add_slurm_args(p)
     return p
 
 

@@ -2,9 +2,9 @@
 
     python -m benchmarks.perf [--device cpu|cuda] [--net mlp,tiny] [--batch N] [--out results/perf]
 
-A training step is ``benchmarks.train.train_step`` itself (loss -> backward -> clip -> optimiser
+A training step is ``benchmarks.training.loop.train_step`` itself (loss -> backward -> clip -> optimiser
 step -> schedule -> EMA -> after_step, data fetch included) on a model prepared by
-``benchmarks.train.prepare_model``, for every method on one network and batch. Methods with a
+``benchmarks.training.loop.prepare_model``, for every method on one network and batch. Methods with a
 teacher carry it, and its cost is part of their step: the exact mixture velocity on the 2D MLP, a
 frozen fm net of the same architecture on images (Heun with ``TEACHER_MAX_DT``, as the harness).
 Sampling times the flow-map composition at NFE 1..16 and the fm velocity with Euler, Heun and
@@ -30,14 +30,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import unify
-from benchmarks import factory
-from benchmarks.batches import BatchSampler
-from benchmarks.config import NetCfg, RunConfig, TrainCfg, load_config
-from benchmarks.datasets import Problem
-from benchmarks.evaluate import run_sampler, sample_batch_for
+from benchmarks.base.cli import OneLineParser
+from benchmarks.config import NetCfg, RunConfig, TrainCfg, apply_updates, load_config
+from benchmarks.data.batches import BatchSampler
+from benchmarks.data.registry import Problem
+from benchmarks.evaluation.evaluate import run_sampler, sample_batch_for
 from benchmarks.perf.probe import exact_rss, host_syncs, interleaved, peak_mem_mb, timings
 from benchmarks.perf.report import write_outputs
-from benchmarks.train import autocast_for, prepare_model, to_device, train_step
+from benchmarks.training import factory
+from benchmarks.training.loop import autocast_for, prepare_model, to_device, train_step
 from methods import METHODS
 from unify.flowmap import FlowMap
 from unify.ode import solve
@@ -110,10 +111,9 @@ def make_bench(net: str, batch: int, device: torch.device, velocity_steps: int) 
         problem = factory.load_problem(cfg, 0)
         b = Bench(net, cfg, problem, teacher_note="exact gmm velocity")
     else:  # the DSNO pool is built once in the warm-up; a batch-sized one keeps that short
-        no = {"no": {"pool_size": batch, "chunk": batch}}
-        cfg = RunConfig(
-            dataset="synthetic", net=NetCfg(kind=net), train=TrainCfg(batch=batch), method=no
-        )
+        no = {"method": {"no": {"pool_size": batch, "chunk": batch}}}
+        cfg = RunConfig(dataset="synthetic", net=NetCfg(kind=net), train=TrainCfg(batch=batch))
+        cfg = apply_updates(cfg, no)
         data = synthetic_images(max(8 * batch, 512))
         b = Bench(net, cfg, Problem("synthetic", data, None, None), teacher_note="frozen fm net")
     fm_step, fm = make_stepper(b, "fm", device, False)
@@ -204,9 +204,7 @@ def _kind(net: str) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.perf", description=__doc__.split("\n\n")[0]
-    )
+    p = OneLineParser(prog="python -m benchmarks.perf", description=__doc__.split("\n\n")[0])
     add = p.add_argument
     add("--preset", choices=sorted(PRESETS), help="gpu: paper U-Net, batch 128, bf16, +-compile")
     add("--device", choices=("cpu", "cuda"), help="default: cuda if available, else cpu")

@@ -2,7 +2,7 @@
 # GPU speed check (needs one CUDA GPU; never run on the CPU-only development machine).
 #
 # Paper U-Net (CIFAR-10 DDPM++ scale, 3x32x32), training batch 128, bf16 autocast and
-# channels-last as in benchmarks.train: training-step time, peak memory
+# channels-last as in benchmarks.training.loop: training-step time, peak memory
 # (torch.cuda.max_memory_allocated) and host-device synchronisations per step of fm, lmd, emd and
 # meanflow, without and with torch.compile (train.compile; compile time in the compile_s
 # column); sampling throughput of the flow map at 1 and 8 NFE against the fm velocity's

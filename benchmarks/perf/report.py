@@ -116,15 +116,15 @@ def markdown(df: pd.DataFrame, argv: list[str] | None, seconds: float) -> str:
             else ""
         ),
         f"- command: `{cmd}` ({seconds:.0f} s)",
-        "- training step: `benchmarks.train.train_step` (loss, backward, clip, optimiser step, lr "
-        "schedule, EMA, after_step; data fetch included), median over repeated steps after "
+        "- training step: `benchmarks.training.loop.train_step` (loss, backward, clip, optimiser "
+        "step, lr schedule, EMA, after_step; data fetch included), median over repeated steps after "
         "warm-up; x fm = median / fm's median on the same net, batch and compile setting. A "
         "teacher's cost (named in the table) is part of the step.",
         "- peak MB: memory one call takes above what was held before it (activations, "
         "gradients, temporaries; not the weights): CUDA `torch.cuda.max_memory_allocated` minus "
         "`memory_allocated` before; CPU peak RSS minus RSS before (approximate, measured after "
         "all timings with glibc returning freed memory to the OS).",
-        "- sampling: `benchmarks.evaluate.run_sampler` (inference mode, batched, samples copied "
+        "- sampling: `benchmarks.evaluation.evaluate.run_sampler` (inference mode, batched, samples copied "
         "to the CPU) on a briefly trained fm net, used as flow map (composition) and as velocity "
         "(Euler, Heun, dopri5 at `EvalCfg` rtol/atol); NFE is counted at the call site.",
     ]

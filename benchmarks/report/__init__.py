@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.convergence import improving
+from benchmarks.base.rows import write_csv
+from benchmarks.report.convergence import improving
 from benchmarks.report.plots import plot_metric_vs_nfe, plot_metric_vs_step
 from benchmarks.report.speedup import headline, speedup, write_speedup_md
 from benchmarks.report.style import method_color, order
 from benchmarks.report.tables import fmt, groups, summarize, table, write_table_md, write_table_tex
-from benchmarks.rows import write_csv
 
 __all__ = [
     "fmt",

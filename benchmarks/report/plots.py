@@ -18,11 +18,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from benchmarks.atomic import atomic_open
-from benchmarks.convergence import probe_nfe
+from benchmarks.base.atomic import atomic_open
+from benchmarks.base.rows import FLOOR, is_baseline
+from benchmarks.report.convergence import probe_nfe
 from benchmarks.report.style import baseline_style, method_color, order
 from benchmarks.report.tables import one
-from benchmarks.rows import FLOOR, is_baseline
 from methods import METHODS
 from methods.base import FAMILIES
 

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.atomic import write_text
-from benchmarks.report.tables import fmt, groups, md_table, one
-from benchmarks.rows import (
+from benchmarks.base.atomic import write_text
+from benchmarks.base.rows import (
     ADAPTIVE_SOLVER,
     BASELINES,
     VELOCITIES,
@@ -23,6 +22,7 @@ from benchmarks.rows import (
     is_baseline,
     velocity_of,
 )
+from benchmarks.report.tables import fmt, groups, md_table, one
 
 
 def reference_of(rows: pd.DataFrame, method: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import matplotlib
 
-from benchmarks.rows import BASELINES, FLOOR, is_adaptive, is_baseline, velocity_of
+from benchmarks.base.rows import BASELINES, FLOOR, is_adaptive, is_baseline, velocity_of
 from methods import METHODS
 
 # tab20 without its greys (kept for baselines), dark shades first so neighbours differ in hue,

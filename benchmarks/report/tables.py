@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.atomic import write_text
+from benchmarks.base.atomic import write_text
+from benchmarks.base.rows import FLOOR, NA, is_adaptive, is_baseline, is_failure
 from benchmarks.report.style import order
-from benchmarks.rows import FLOOR, NA, is_adaptive, is_baseline, is_failure
 
 MISSING = "—"
 

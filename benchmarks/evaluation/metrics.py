@@ -8,8 +8,6 @@ torch-fidelity, caching the reference statistics under ``cache_root``.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import warnings
 from pathlib import Path
 
@@ -28,43 +26,6 @@ INCEPTION_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
     "weights-inception-2015-12-05-6726825d.pth"
 )
-#: the published weights' sha256 starts with the tag in their file name (torch.hub's convention)
-INCEPTION_SHA256_PREFIX = "6726825d"
-#: every metric a row can carry, with what it measures (all lower-is-better)
-METRICS = {
-    "flowmap_err": "mean |X_{0,1}(x0) - X*_{0,1}(x0)| against the exact map, same noise (oracle)",
-    "flowmap_err_pd": "flowmap_err / sqrt(dimension): per-pixel map error (image oracles)",
-    "sw2": "sliced W2 to the oracle's exact law (Sobol noise; floor: the exact row, ~1 % of scale)",
-    "fd_pixel": "Frechet distance in pixel space to the oracle's exact mean and covariance",
-    "w2": "exact W2 between the samples and held-out data (2D; floor: the exact row)",
-    "fid": "FID with torch-fidelity's pt_inception-2015-12-05 weights",
-    "fid_nonstd": "Frechet distance of Inception features from other weights: not an FID",
-}
-
-
-@functools.cache
-def sha256_of(path: str) -> str:
-    """Hex sha256 of a file (read in 1 MiB chunks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def fid_metric(weights_path: str | None) -> tuple[str, str]:
-    """(metric name, feature-network tag) for FID computed with ``weights_path``.
-
-    ``None`` means torch-fidelity's own download of the published weights: "fid". A file is
-    identified by its sha256: the published weights give "fid", any other file "fid_nonstd"
-    (a Frechet distance in some other feature space, never to be read as an FID).
-    """
-    if weights_path is None:
-        return "fid", f"inception-2015-12-05 ({INCEPTION_SHA256_PREFIX})"
-    digest = sha256_of(str(Path(weights_path).resolve()))
-    if digest.startswith(INCEPTION_SHA256_PREFIX):
-        return "fid", f"inception-2015-12-05 ({digest[:8]})"
-    return "fid_nonstd", f"other weights ({digest[:8]})"
 
 
 def _flat64(x: Tensor) -> np.ndarray:

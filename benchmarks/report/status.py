@@ -1,6 +1,6 @@
 """One line per cell under a folder: done, failed (with its reason), stopped, running, pending.
 
-    python -m benchmarks.status DIR
+    python -m benchmarks.report.status DIR
 
 Works on local runs and Slurm sweeps alike. A cell's state comes from its files (``metrics.csv``
 = done; ``state.json`` written by the cell; ``submit.json`` written at submission) and, for
@@ -10,25 +10,38 @@ Slurm jobs, from sacct/squeue through submitit, which catches tasks that died wi
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import shutil
 import socket
 import sys
 from pathlib import Path
 
-from benchmarks.atomic import read_json
-from benchmarks.cells import STATE
-from benchmarks.cluster.launcher import ACTIVE, SUBMIT, job_state
-from benchmarks.rows import failure_note
+from benchmarks.base.atomic import read_json
+from benchmarks.base.cli import OneLineParser
+from benchmarks.base.rows import failure_note
+from benchmarks.report.folders import CONFIG, METRICS, STATE, SUBMIT
 
 DEAD = ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
+ACTIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING")
+
+
+def job_state(sub: dict) -> str:
+    """Slurm's state of a submitted cell (sacct/squeue through submitit), or UNKNOWN."""
+    if sub.get("launcher") != "slurm" or not shutil.which("sacct"):
+        return "UNKNOWN"
+    import submitit  # only for cells a Slurm launcher submitted
+
+    try:
+        return submitit.SlurmJob(sub["folder"], sub["job_id"]).state.split()[0]
+    except Exception:  # noqa: BLE001 - no accounting reachable
+        return "UNKNOWN"
 
 
 def _last_step(d: Path) -> str:
     lines = (d / "log.jsonl").read_text().splitlines() if (d / "log.jsonl").exists() else []
     try:
-        steps = json.loads((d / "config.json").read_text())["train"]["steps"]
+        steps = json.loads((d / CONFIG).read_text())["train"]["steps"]
     except (OSError, ValueError, KeyError):
         steps = "?"
     return f"step {json.loads(lines[-1])['step'] if lines else 0}/{steps}"
@@ -69,7 +82,7 @@ def cell_status(d: Path) -> tuple[str, str, list[str]]:
     detail = f"job {job}" if job else "local"
     if requeues:
         detail += f", requeued {requeues}x"
-    if (d / "metrics.csv").exists():
+    if (d / METRICS).exists():
         return "done", detail, []
     slurm_state = job_state(sub)
     if st.get("state") == "failed" or slurm_state in DEAD:
@@ -90,12 +103,12 @@ def cell_status(d: Path) -> tuple[str, str, list[str]]:
 
 
 def cells(root: Path) -> list[Path]:
-    found = {p.parent for n in ("config.json", SUBMIT) for p in root.rglob(f"runs/*/{n}")}
+    found = {p.parent for n in (CONFIG, SUBMIT) for p in root.rglob(f"runs/*/{n}")}
     return sorted(found)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.status", description=__doc__)
+    p = OneLineParser(prog="python -m benchmarks.report.status", description=__doc__)
     p.add_argument("dir", type=Path)
     args = p.parse_args(argv)
     found = cells(args.dir)

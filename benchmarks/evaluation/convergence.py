@@ -6,6 +6,7 @@ largest NFE the method can do; the rows go to the cell's ``convergence.csv`` (on
 NFE and metric, rewritten atomically). A probe reads the model and draws no training random
 numbers, so a run that is stopped or killed and resumed writes the same rows as an
 uninterrupted one: after a resume the probe of the checkpoint's step runs if its rows are missing.
+The rows are read back by ``benchmarks.report.convergence``.
 """
 
 from __future__ import annotations
@@ -16,15 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.evaluate import probe
-from benchmarks.rows import read_rows, write_csv
-from benchmarks.scorer import Scorer
-from methods import METHODS
+from benchmarks.base.rows import CONVERGENCE, read_rows, write_csv
+from benchmarks.evaluation.evaluate import probe
+from benchmarks.evaluation.scorer import Scorer
 from methods.base import Method
 from unify.flowmap import FlowMap
-
-CONVERGENCE = "convergence.csv"
-IMPROVING = 0.05  # "still improving": the last half of training lowered the metric by > 5 %
 
 
 def milestones(steps: int, fractions: tuple[float, ...]) -> list[int]:
@@ -53,27 +50,3 @@ def prober(folder: Path, method: Method, fm: FlowMap, scorer: Scorer, steps: int
         )
 
     return on_step
-
-
-def probe_nfe(conv: pd.DataFrame) -> pd.DataFrame:
-    """The convergence rows a method is judged by: its smallest NFE (1, its one-step quality,
-    unless it cannot sample there), except the fm teacher, a velocity, judged at its largest."""
-    teacher = conv["method"].map(lambda m: m in METHODS and METHODS[m].family == "teacher")
-    nfe = conv.groupby("method")["nfe"]
-    return conv[conv["nfe"] == nfe.transform("max").where(teacher, nfe.transform("min"))]
-
-
-def improving(conv: pd.DataFrame, metric: str) -> set[str]:
-    """Methods whose ``metric`` at their ``probe_nfe`` (mean over seeds) fell by more than
-    ``IMPROVING`` between half of training and its end: still improving when the budget ran out."""
-    sub = probe_nfe(conv[conv["metric"] == metric])
-    out = set()
-    for method, g in sub.groupby("method"):
-        last = g["step"].max()
-        half = g.loc[g["step"] <= last / 2, "step"].max()
-        if math.isnan(half):
-            continue
-        end, mid = g[g["step"] == last]["value"].mean(), g[g["step"] == half]["value"].mean()
-        if end < (1 - IMPROVING) * mid:
-            out.add(method)
-    return out

@@ -5,7 +5,7 @@ rows ``{method, nfe, metric, value, n_samples, sample_seconds, note}`` (``note =
 the method cannot do) and a small part of what was scored, written beside the rows: for 2D sets
 the first ``KEEP_POINTS`` samples per NFE and a few trajectories t -> X_{0,t}(x0); for images the
 first ``KEEP_IMAGES`` samples per NFE and an 8x8 grid PNG. The paper figures draw from these.
-A stop request (``benchmarks.stop``) is honoured between NFEs.
+A stop request (``benchmarks.base.stop``) is honoured between NFEs.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from benchmarks import stop
-from benchmarks.atomic import atomic_open
-from benchmarks.data import to_uint8
-from benchmarks.rows import ADAPTIVE_SOLVER, NA, SOLVERS, STEP_COST, baseline
-from benchmarks.scorer import Scorer
+from benchmarks.base import stop
+from benchmarks.base.atomic import atomic_open
+from benchmarks.base.rows import ADAPTIVE_SOLVER, FIXED_BASELINES, NA, STEP_COST, baseline
+from benchmarks.data.loaders import to_uint8
+from benchmarks.evaluation.scorer import Scorer
 from methods.base import Method
 from unify.flowmap import FlowMap
 from unify.ode import solve
@@ -175,7 +175,7 @@ def evaluate_method(method: Method, fm: FlowMap, scorer: Scorer) -> Evaluation:
 def evaluate_solvers(velocity, name: str, scorer: Scorer) -> Evaluation:
     """Baselines on a velocity: fixed-step solvers at the sweep's NFEs, the adaptive one once."""
     x0, ev, cfg = scorer.noise(), Evaluation(), scorer.cfg
-    for solver in SOLVERS:
+    for solver in FIXED_BASELINES:
         for nfe in (n for n in cfg.nfe if n % STEP_COST[solver] == 0):
 
             def fixed(x: Tensor, steps: int = nfe // STEP_COST[solver], solver: str = solver):

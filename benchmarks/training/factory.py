@@ -8,29 +8,33 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from benchmarks import datasets
-from benchmarks.config import OPTIMIZERS, ConfigError, RunConfig, TrainCfg, apply_updates, coerce
-from benchmarks.datasets import Problem
-from benchmarks.ema import EMALaw
-from benchmarks.nets import make_net
-from methods import METHODS, Method, build_config
+from benchmarks.base.schema import ConfigError, RunConfig, TrainCfg, apply_updates
+from benchmarks.data import registry
+from benchmarks.data.registry import Problem
+from benchmarks.training.ema import EMALaw
+from benchmarks.training.nets import make_net
+from methods import METHODS, Method
 from unify import FlowMap, FlowMapTeacher, Interpolant, VelocityTeacher, make_interpolant
 from unify.teacher import Teacher
 
 TEACHER_MAX_DT = 1 / 32  # a teacher ODE step is Heun with sub-steps of at most this length
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "radam": torch.optim.RAdam,
+    "adamw": torch.optim.AdamW,
+}
 
 
 @functools.lru_cache(maxsize=1)
 def _problem(data_json: str, seed: int) -> Problem:
     cfg = apply_updates(RunConfig(), json.loads(data_json))
-    return datasets.get(cfg.dataset).load(cfg, seed)
+    return registry.get(cfg.dataset).load(cfg, seed)
 
 
 def load_problem(cfg: RunConfig, seed: int) -> Problem:
@@ -51,24 +55,10 @@ def model(cfg: RunConfig, shape: tuple[int, ...]) -> FlowMap:
     return FlowMap(make_net(n.kind, shape, **kw))
 
 
-def method_options(cfg: RunConfig, name: str):
-    """The ``Config`` of method ``name`` from ``cfg.method[name]``, each value converted to its
-    field's type; ConfigError names a bad one."""
-    cls = METHODS[name]
-    hints = typing.get_type_hints(cls.Config)
-    given = cfg.method.get(name) or {}
-    values = {k: coerce(v, hints[k], f"method.{name}.{k}") if k in hints else v
-              for k, v in given.items()}  # fmt: skip
-    try:
-        return build_config(cls, values)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(str(e)) from None
-
-
 def method(cfg: RunConfig, name: str, interp: Interpolant, teacher: Teacher | None) -> Method:
-    """Method ``name`` with its options from ``cfg.method[name]``; the teacher only if it needs one."""
+    """Method ``name`` with its typed options (``cfg.options``); the teacher only if it needs one."""
     cls = METHODS[name]
-    return cls(method_options(cfg, name), interp, teacher if cls.needs_teacher else None)
+    return cls(cfg.options(name), interp, teacher if cls.needs_teacher else None)
 
 
 def optimizer(

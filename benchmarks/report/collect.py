@@ -1,6 +1,6 @@
 """Merge every cell under a folder into its metrics.csv, tables and plots.
 
-    python -m benchmarks.collect DIR
+    python -m benchmarks.report.collect DIR
 
 ``DIR`` is a run's output (``results``), a sweep's (``results/sweeps/<name>``) or anything above;
 every ``<dataset>/runs/<cell>`` found contributes its rows (finished cells their metrics, failed
@@ -11,22 +11,21 @@ launcher on the same cells.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.cells import rows_of
-from benchmarks.convergence import CONVERGENCE
+from benchmarks.base.cli import OneLineParser
+from benchmarks.base.rows import CONVERGENCE, read_rows, update_rows, write_csv
 from benchmarks.report import write_reports
-from benchmarks.rows import read_rows, update_rows, write_csv
+from benchmarks.report.folders import CONFIG, rows_of
 
 
 def cell_folders(root: Path) -> dict[Path, list[Path]]:
     """``{dataset folder: [cell folder, ...]}`` for every cell under ``root``."""
     found: dict[Path, list[Path]] = {}
-    for f in sorted(Path(root).rglob("runs/*/config.json")):
+    for f in sorted(Path(root).rglob(f"runs/*/{CONFIG}")):
         found.setdefault(f.parent.parent.parent, []).append(f.parent)
     return found
 
@@ -59,7 +58,7 @@ def collect(root: Path, quiet: bool = False) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.collect", description=__doc__)
+    p = OneLineParser(prog="python -m benchmarks.report.collect", description=__doc__)
     p.add_argument("dir", type=Path)
     args = p.parse_args(argv)
     if not args.dir.is_dir():

@@ -24,12 +24,12 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from benchmarks import distributed
-from benchmarks.atomic import atomic_open, clean_partial, save_torch
-from benchmarks.batches import BatchSampler
-from benchmarks.config import TrainCfg
-from benchmarks.factory import Parts
-from benchmarks.stop import Stopped
+from benchmarks.base.atomic import atomic_open, clean_partial, save_torch
+from benchmarks.base.schema import TrainCfg
+from benchmarks.base.stop import Stopped
+from benchmarks.data.batches import BatchSampler
+from benchmarks.training import distributed
+from benchmarks.training.factory import Parts
 from methods.base import ema_update
 
 CKPT = "ckpt.pt"
@@ -211,7 +211,7 @@ def train(
     """Train ``p.fm`` with ``p.method`` for ``cfg.steps`` steps, resuming from ``run_dir/ckpt.pt``.
 
     ``on_step(done)`` runs after each step's bookkeeping (the convergence probes). A stop request
-    saves a checkpoint at the step reached and raises :class:`benchmarks.stop.Stopped`.
+    saves a checkpoint at the step reached and raises :class:`benchmarks.base.stop.Stopped`.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     clean_partial(run_dir)

@@ -12,7 +12,7 @@ reseed so their noise and times differ from rank 0's. The loss curve thus matche
 with the same global batch in distribution, not bit for bit (tests/test_ddp.py states the
 tolerance). World size 1 (the default) changes nothing: no process group, no extra work.
 
-A stop request (``benchmarks.stop``) is agreed by all ranks at log boundaries. ``shutdown`` ends
+A stop request (``benchmarks.base.stop``) is agreed by all ranks at log boundaries. ``shutdown`` ends
 the process group (a barrier first, so the ranks leave together after rank 0's evaluation); the
 caller that joined the group runs it in a ``finally``.
 """
@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from benchmarks.stop import STOP
+from benchmarks.base.stop import STOP
 
 
 def rank() -> int:

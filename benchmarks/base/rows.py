@@ -15,20 +15,43 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from benchmarks.atomic import atomic_open
+from benchmarks.base.atomic import atomic_open
+from unify.ode import FIXED, SOLVERS
+
+if TYPE_CHECKING:
+    from benchmarks.base.schema import EvalCfg
 
 FLOOR = "exact"
 VELOCITIES = ("fm", "exact")  # trained teacher, oracle velocity
-SOLVERS = ("euler", "heun")  # fixed-step baselines: (solver, network calls per step)
-STEP_COST = {"euler": 1, "heun": 2}
-ADAPTIVE_SOLVER = "dopri5"
+# the solvers of the baselines, from unify.ode.SOLVERS: fixed-step ones at the sweep's NFEs (each
+# step costs FIXED[solver] network calls) and the adaptive one at its counted NFE
+FIXED_BASELINES = ("euler", "heun")
+STEP_COST = {s: FIXED[s] for s in FIXED_BASELINES}
+(ADAPTIVE_SOLVER,) = (s for s in SOLVERS if s not in FIXED)
 NA = "n/a"
 KEY = ("method", "dataset", "seed", "nfe", "metric")
+CONVERGENCE = "convergence.csv"  # a cell's (and a folder's) convergence rows
+#: every metric a row can carry, with what it measures (all lower-is-better)
+METRICS = {
+    "flowmap_err": "mean |X_{0,1}(x0) - X*_{0,1}(x0)| against the exact map, same noise (oracle)",
+    "flowmap_err_pd": "flowmap_err / sqrt(dimension): per-pixel map error (image oracles)",
+    "sw2": "sliced W2 to the oracle's exact law (Sobol noise; floor: the exact row, ~1 % of scale)",
+    "fd_pixel": "Frechet distance in pixel space to the oracle's exact mean and covariance",
+    "w2": "exact W2 between the samples and held-out data (2D; floor: the exact row)",
+    "fid": "FID with torch-fidelity's pt_inception-2015-12-05 weights",
+    "fid_nonstd": "Frechet distance of Inception features from other weights: not an FID",
+}
+#: the published Inception weights' sha256 starts with the tag in their file name (torch.hub's
+#: convention)
+INCEPTION_SHA256_PREFIX = "6726825d"
 
 
 def baseline(velocity: str, solver: str) -> str:
@@ -36,7 +59,7 @@ def baseline(velocity: str, solver: str) -> str:
     return f"{velocity}-{solver}"
 
 
-BASELINES = tuple(baseline(v, s) for v in VELOCITIES for s in (*SOLVERS, ADAPTIVE_SOLVER))
+BASELINES = tuple(baseline(v, s) for v in VELOCITIES for s in (*FIXED_BASELINES, ADAPTIVE_SOLVER))
 
 
 def is_baseline(method: str) -> bool:
@@ -54,6 +77,39 @@ def velocity_of(method: str) -> str:
     if method not in BASELINES:
         raise ValueError(f"{method!r} is not a solver baseline; baselines: {', '.join(BASELINES)}")
     return method.rsplit("-", 1)[0]
+
+
+@functools.cache
+def sha256_of(path: str) -> str:
+    """Hex sha256 of a file (read in 1 MiB chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fid_metric(weights_path: str | None) -> tuple[str, str]:
+    """(metric name, feature-network tag) for FID computed with ``weights_path``.
+
+    ``None`` means torch-fidelity's own download of the published weights: "fid". A file is
+    identified by its sha256: the published weights give "fid", any other file "fid_nonstd"
+    (a Frechet distance in some other feature space, never to be read as an FID).
+    """
+    if weights_path is None:
+        return "fid", f"inception-2015-12-05 ({INCEPTION_SHA256_PREFIX})"
+    digest = sha256_of(str(Path(weights_path).resolve()))
+    if digest.startswith(INCEPTION_SHA256_PREFIX):
+        return "fid", f"inception-2015-12-05 ({digest[:8]})"
+    return "fid_nonstd", f"other weights ({digest[:8]})"
+
+
+def metric_names(image: bool, oracle: bool, cfg: EvalCfg) -> tuple[str, ...]:
+    """The metrics a cell of such a dataset reports, in row order."""
+    fid = (fid_metric(cfg.fid_weights or None)[0],)
+    if image:
+        return ("flowmap_err_pd", "fd_pixel", *(fid if cfg.fid_weights else ())) if oracle else fid
+    return ("flowmap_err", "sw2", "w2") if oracle else ("w2",)
 
 
 def failure_note(kind: str, step: int | None, reason: str) -> str:

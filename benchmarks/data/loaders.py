@@ -1,4 +1,4 @@
-"""Datasets as tensors (``benchmarks.batches`` draws minibatches from them).
+"""Datasets as tensors (``benchmarks.data.batches`` draws minibatches from them).
 
 Images come back as float32 ``(N, C, H, W)`` in ``[-1, 1]``; 2D toys as float32 ``(N, 2)``.
 Loaders never download silently into odd places: a missing dataset raises :class:`DataError`

@@ -13,18 +13,16 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from benchmarks import data as D
-from benchmarks.data import DataError
+from benchmarks.base.schema import RunConfig
+from benchmarks.data import loaders as D
+from benchmarks.data.loaders import DataError
 from unify.exact import GaussianMixture
-
-if TYPE_CHECKING:
-    from benchmarks.config import RunConfig
 
 
 @dataclass
@@ -182,7 +180,7 @@ register(
 def _cifar_gmm_source(cfg: RunConfig) -> tuple[Path | None, Path]:
     """(CIFAR-10 training root or None, the fit cache folder): ``--data-root`` holding
     ``cifar-10-batches-py`` fits on the training set, otherwise on the JPEG test copy."""
-    from benchmarks import cifar_gmm as C
+    from benchmarks.data import cifar_gmm as C
 
     root = Path(cfg.data_root) if cfg.data_root else None
     if root is not None and (root / D.CIFAR10_DIR).is_dir():
@@ -197,7 +195,7 @@ def _cifar_gmm_source(cfg: RunConfig) -> tuple[Path | None, Path]:
 
 def cifar_gmm_oracle(cfg: RunConfig):
     """The fitted mixture of ``cfg.data.resolution`` and ``cfg.data.rank`` (cached) and its info."""
-    from benchmarks import cifar_gmm as C
+    from benchmarks.data import cifar_gmm as C
 
     train_root, cache = _cifar_gmm_source(cfg)
     images, labels = C.load_source(train_root) if train_root else C.load_source()
@@ -218,7 +216,7 @@ def _load_cifar_gmm(cfg: RunConfig, seed: int) -> Problem:
 
 
 def _check_cifar_gmm(cfg: RunConfig) -> None:
-    from benchmarks import cifar_gmm as C
+    from benchmarks.data import cifar_gmm as C
 
     if cfg.data.resolution not in C.RESOLUTIONS:
         raise DataError(f"cifar-gmm: data.resolution={cfg.data.resolution}; allowed: 8, 16, 32")

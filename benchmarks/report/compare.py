@@ -1,6 +1,6 @@
 """Do two results folders hold the same numbers? The reproducibility verdict of ``make demo``.
 
-    python -m benchmarks.compare NEW REFERENCE [--seeds 0]
+    python -m benchmarks.report.compare NEW REFERENCE [--seeds 0]
 
 Compares the metrics rows (``value`` and ``note``) that both ``<folder>/metrics.csv`` files have
 for the same (method, dataset, seed, NFE, metric), restricted to ``--seeds``; an adaptive solver's
@@ -11,14 +11,14 @@ relative differences and where they are) and the rows only one side has. Exit st
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from benchmarks.rows import KEY, is_adaptive, read_rows
+from benchmarks.base.cli import OneLineParser
+from benchmarks.base.rows import KEY, is_adaptive, read_rows
 
 
 def _load(folder: Path, seeds: list[int] | None) -> pd.DataFrame:
@@ -58,7 +58,7 @@ def compare(new: Path, ref: Path, seeds: list[int] | None = None) -> tuple[bool,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__)
+    p = OneLineParser(prog="python -m benchmarks.report.compare", description=__doc__)
     p.add_argument("new", type=Path, help="a dataset folder, e.g. results/demo/gmm")
     p.add_argument("reference", type=Path, help="e.g. results/gmm")
     p.add_argument("--seeds", help="comma list of seeds to compare (default: all)")

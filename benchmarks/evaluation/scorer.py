@@ -1,7 +1,8 @@
-"""Scoring samples against a problem: the metric names of a dataset and the :class:`Scorer`.
+"""Scoring samples against a problem: the :class:`Scorer` (a dataset's metric names are
+``benchmarks.base.rows.metric_names``).
 
 The scorer owns the evaluation noise of a seed (the same for every method), the exact map of that
-noise on oracle datasets (computed once), and the metrics (``benchmarks.metrics.METRICS``):
+noise on oracle datasets (computed once), and the metrics (``benchmarks.evaluation.metrics``):
 
 - 2D with an oracle (gmm): ``flowmap_err`` (map accuracy, paired with the exact map of the same
   noise), ``sw2`` (the distribution: sliced W2 to the exact law, floor ~1 % of its scale) and
@@ -27,21 +28,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from benchmarks import metrics
-from benchmarks.atomic import save_torch
-from benchmarks.config import EvalCfg
-from benchmarks.data import to_uint8
-from benchmarks.datasets import Problem
-from benchmarks.sliced import SliceTable, slice_table, sliced_w2_table, sobol_normal
+from benchmarks.base.atomic import save_torch
+from benchmarks.base.rows import fid_metric, metric_names
+from benchmarks.base.schema import EvalCfg
+from benchmarks.data.loaders import to_uint8
+from benchmarks.data.registry import Problem
+from benchmarks.evaluation import metrics
+from benchmarks.evaluation.sliced import SliceTable, slice_table, sliced_w2_table, sobol_normal
 from unify.interpolant import Interpolant
-
-
-def metric_names(image: bool, oracle: bool, cfg: EvalCfg) -> tuple[str, ...]:
-    """The metrics a cell of such a dataset reports, in row order."""
-    fid = (metrics.fid_metric(cfg.fid_weights or None)[0],)
-    if image:
-        return ("flowmap_err_pd", "fd_pixel", *(fid if cfg.fid_weights else ())) if oracle else fid
-    return ("flowmap_err", "sw2", "w2") if oracle else ("w2",)
 
 
 @dataclass
@@ -99,7 +93,7 @@ class Scorer:
     @functools.cached_property
     def fid_metric(self) -> tuple[str, str]:
         """(name, feature network) of the image metric: "fid" only for the published weights."""
-        return metrics.fid_metric(self.cfg.fid_weights or None)
+        return fid_metric(self.cfg.fid_weights or None)
 
     def metric_names(self) -> tuple[str, ...]:
         return metric_names(self.problem.is_image, self.problem.oracle is not None, self.cfg)
