@@ -38,5 +38,5 @@ class ConsistencyMethod(Method):
     ) -> Tensor:
         """Consistency multistep sampling (CM Alg. 1): nfe maps to the data end, nfe NFE."""
         self.check_nfe(nfe)
-        grid = consistency_grid(nfe, self.interpolant, self.cfg.mid_sigma)
+        grid = consistency_grid(nfe, self.interpolant, self.cfg.mid_sigma, self.sigma_data)
         return unify.consistency_sample(flow_map, x0, nfe, self.interpolant, grid, generator)

@@ -16,10 +16,18 @@ from __future__ import annotations
 from abc import abstractmethod
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from methods.base import Logs, Method
-from methods.common import mean_or_zero, noise_like, split_count, sqdist, uniform
+from methods.common import (
+    like_or_default,
+    mean_or_zero,
+    noise_like,
+    split_count,
+    sqdist,
+    uniform,
+)
 from unify.flowmap import FlowMap
 
 
@@ -51,24 +59,40 @@ class SelfDistillation(Method):
                 raise ValueError(f"need 0 <= t_min < t_max <= 1, got {self.t_min}, {self.t_max}")
 
     @abstractmethod
-    def distill(self, flow_map: FlowMap, xs: Tensor, s: Tensor, t: Tensor) -> Tensor:
-        """Per-sample off-diagonal loss (n,) at xs = I_s, for time pairs s, t of shape (n,)."""
+    def distill(
+        self, flow_map: FlowMap, xs: Tensor, s: Tensor, t: Tensor, *extra: Tensor
+    ) -> Tensor:
+        """Per-sample off-diagonal loss (n,) at xs = I_s, for time pairs s, t of shape (n,) (and
+        the method's further draws of ``sample_times``)."""
+
+    def sample_times(
+        self,
+        n: int,
+        step: int = 0,
+        generator: torch.Generator | None = None,
+        like: Tensor | None = None,
+    ) -> tuple[Tensor, ...]:
+        """(t_diag, s, t): int(n diag_frac) diagonal times, then n - that many independent (s, t),
+        all ~ U[t_min, t_max]."""
+        like, lo, hi = like_or_default(like), self.cfg.t_min, self.cfg.t_max
+        nd = split_count(n, self.cfg.diag_frac)
+        t_diag = uniform(nd, like, lo, hi, generator)
+        s, t = uniform(n - nd, like, lo, hi, generator), uniform(n - nd, like, lo, hi, generator)
+        return t_diag, s, t
 
     def loss(
         self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0 = noise_like(x1, x0)
         n = x1.shape[0]
-        nd = split_count(n, self.cfg.diag_frac)
-        lo, hi = self.cfg.t_min, self.cfg.t_max
+        t_diag, s, t, *extra = self.sample_times(n, step, like=x1)
+        nd = t_diag.shape[0]
         diag = off = x1.new_zeros(0)
         if nd > 0:
-            t = uniform(nd, x1, lo, hi)
-            path = self.interpolant.sample(x0[:nd], x1[:nd], t)
-            diag = sqdist(flow_map.velocity(path.xt, t), path.vt)
+            path = self.interpolant.sample(x0[:nd], x1[:nd], t_diag)
+            diag = sqdist(flow_map.velocity(path.xt, t_diag), path.vt)
         if n > nd:
-            s, t = uniform(n - nd, x1, lo, hi), uniform(n - nd, x1, lo, hi)
             xs = self.interpolant.sample(x0[nd:], x1[nd:], s).xt
-            off = self.distill(flow_map, xs, s, t)
+            off = self.distill(flow_map, xs, s, t, *extra)
         loss = (diag.sum() + off.sum()) / n
         return loss, {"fm": mean_or_zero(diag).detach(), self.name: mean_or_zero(off).detach()}

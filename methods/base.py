@@ -94,8 +94,15 @@ class Method(ABC):
         cfg: Any | None = None,
         interpolant: Interpolant | None = None,
         teacher: Teacher | None = None,
+        *,
+        sigma_data: float = 0.5,
     ) -> None:
         self.cfg = cfg if cfg is not None else self.Config()
+        if not sigma_data > 0:
+            raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
+        #: per-coordinate standard deviation of the data x1, read by every sigma-based recipe through
+        #: ``unify.edm`` (docs/recipes.md); 0.5 = EDM's own scale, i.e. sigma_EDM = a / b
+        self.sigma_data = float(sigma_data)
         self.interpolant = interpolant if interpolant is not None else unify.Linear()
         if self.needs_teacher and teacher is None:
             raise ValueError(f"method {self.name!r} needs a teacher (an fm run or an exact oracle)")
@@ -117,6 +124,18 @@ class Method(ABC):
 
     def after_step(self, flow_map: FlowMap, step: int) -> None:
         """Called after each optimiser step (target EMA, stage changes)."""
+
+    def sample_times(
+        self,
+        n: int,
+        step: int = 0,
+        generator: torch.Generator | None = None,
+        like: Tensor | None = None,
+    ) -> tuple[Tensor, ...]:
+        """The training times ``loss`` draws for a batch of n at ``step``, in our time, from
+        ``generator`` (else the global RNG) with the dtype and device of ``like``; each method says
+        which times it returns (docs/recipes.md, checked by tests/test_recipes.py)."""
+        raise NotImplementedError(f"method {self.name!r} does not expose its time law")
 
     # ----------------------------------------------------------------- schedule
     def stage(self, step: int) -> int:

@@ -9,7 +9,13 @@ from torch import Tensor
 
 from methods._consistency import ConsistencyMethod
 from methods.base import Logs, register
-from methods.common import karras_grid, noise_like, pseudo_huber, run_length_decay
+from methods.common import (
+    karras_grid,
+    like_or_default,
+    noise_like,
+    pseudo_huber_edm,
+    run_length_decay,
+)
 from unify.flowmap import FlowMap
 
 
@@ -54,17 +60,28 @@ class ConsistencyDistillation(ConsistencyMethod):
             return self.cfg.mu
         return 0.0 if self.init == "teacher" else run_length_decay(0.95, 1_500, self.total_steps)
 
+    def sample_times(
+        self,
+        n: int,
+        step: int = 0,
+        generator: torch.Generator | None = None,
+        like: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """(s, s_next), s < s_next: an adjacent pair of the Karras grid, index ~ U{0..N-2}."""
+        like = like_or_default(like)
+        times, _ = karras_grid(self.cfg.n_points, self.interpolant, like, self.sigma_data)
+        k = torch.randint(0, self.cfg.n_points - 1, (n,), generator=generator, device=like.device)
+        return times[k], times[k + 1]  # s < s_next: noisier point first
+
     def loss(
         self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0 = noise_like(x1, x0)
-        times, _ = karras_grid(self.cfg.n_points, self.interpolant, x1)
-        n = torch.randint(0, self.cfg.n_points - 1, (x1.shape[0],), device=x1.device)
-        s, s_next = times[n], times[n + 1]  # s < s_next: noisier point first
+        s, s_next = self.sample_times(x1.shape[0], step, like=x1)
         one = torch.ones_like(s)
         xs = self.interpolant.sample(x0, x1, s).xt
         with torch.no_grad():
             y = self.teacher.step(xs, s, s_next)
             target = self.target_net(flow_map)(y, s_next, one)
-        loss = pseudo_huber(flow_map(xs, s, one), target).mean()
+        loss = pseudo_huber_edm(flow_map(xs, s, one), target, self.sigma_data).mean()
         return loss, {"cd": loss.detach()}

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from unify.edm import data_scale, edm_sigma, time_of_edm_sigma
 from unify.grids import time_grid
 from unify.interpolant import Interpolant
 
@@ -16,20 +17,30 @@ def noise_like(x1: Tensor, x0: Tensor | None) -> Tensor:
     return torch.randn_like(x1) if x0 is None else x0
 
 
+def like_or_default(like: Tensor | None) -> Tensor:
+    """The tensor whose dtype and device time draws take (float32 on the CPU when None)."""
+    return torch.zeros(()) if like is None else like
+
+
 def mean_or_zero(x: Tensor) -> Tensor:
     """Mean of a (n,) tensor, 0 for an empty part (logged, never divided by)."""
     return x.mean() if x.numel() else x.new_zeros(())
 
 
-def uniform(n: int, like: Tensor, lo: float = 0.0, hi: float = 1.0) -> Tensor:
-    """t ~ U[lo, hi], shape (n,)."""
-    return lo + (hi - lo) * torch.rand(n, device=like.device, dtype=like.dtype)
+def uniform(
+    n: int, like: Tensor, lo: float = 0.0, hi: float = 1.0, generator: torch.Generator | None = None
+) -> Tensor:
+    """t ~ U[lo, hi], shape (n,) (from ``generator``, else the global RNG)."""
+    return lo + (hi - lo) * torch.rand(n, generator=generator, device=like.device, dtype=like.dtype)
 
 
-def logit_normal(n: int, like: Tensor, mean: float, std: float) -> Tensor:
+def logit_normal(
+    n: int, like: Tensor, mean: float, std: float, generator: torch.Generator | None = None
+) -> Tensor:
     """t = sigmoid(mean + std * N(0, 1)): on the linear path, EDM's ln sigma ~ N(-mean, std^2)
     (Karras et al. 2022, arXiv 2206.00364), since logit t = -ln sigma (docs/methods.md)."""
-    return torch.sigmoid(mean + std * torch.randn(n, device=like.device, dtype=like.dtype))
+    z = torch.randn(n, generator=generator, device=like.device, dtype=like.dtype)
+    return torch.sigmoid(mean + std * z)
 
 
 def sqdist(a: Tensor, b: Tensor) -> Tensor:
@@ -48,29 +59,47 @@ def pseudo_huber(a: Tensor, b: Tensor, c: float | None = None) -> Tensor:
     return ((a - b).pow(2).flatten(1).sum(1) + c * c).sqrt() - c
 
 
+def pseudo_huber_edm(a: Tensor, b: Tensor, sigma_data: float = 0.5) -> Tensor:
+    """``pseudo_huber`` (iCT's c = 0.00054 sqrt(d)) in EDM's data units: of k a and k b, k = 0.5 /
+    sigma_data (``unify.edm``); the plain distance when sigma_data = 0.5."""
+    k = data_scale(sigma_data)
+    return pseudo_huber(a, b) if k == 1.0 else pseudo_huber(k * a, k * b)
+
+
 def times_like(value: float | Tensor, x: Tensor) -> Tensor:
     """A (B,) time tensor filled with ``value`` for a batch shaped like x."""
     return torch.as_tensor(value, dtype=x.dtype, device=x.device).expand(x.shape[0]).clone()
 
 
-def karras_grid(n_points: int, interpolant: Interpolant, like: Tensor) -> tuple[Tensor, Tensor]:
-    """(times, sigmas), each (n_points,): the Karras rho = 7 grid on sigma in [0.002, 80] as times.
+def edm_time_grid(nfe: int, interpolant: Interpolant, sigma_data: float = 0.5) -> Tensor:
+    """nfe + 1 float64 times 0 = t_0 < ... < t_N = 1: Karras et al. 2022's rho = 7 grid on EDM sigma
+    in [0.002, 80] mapped to our time by the translation rule (``unify.edm``), ends pinned to 0, 1."""
+    i = torch.arange(nfe + 1, dtype=torch.float64) / nfe
+    lo, hi = 0.002 ** (1 / 7), 80.0 ** (1 / 7)
+    grid = time_of_edm_sigma(interpolant, (hi + i * (lo - hi)) ** 7, sigma_data)
+    grid[0], grid[-1] = 0.0, 1.0
+    return time_grid(nfe, grid, dtype=torch.float64)
 
-    Times come from ``unify.time_grid`` (end points pinned to 0 and 1); the sigmas are the published
-    sigma_i the times stand for (sigma(t) clamped to [0.002, 80], so the pinned ends read 80 and
-    0.002), for sigma-space weights and index laws (CM, iCT, CTM).
-    """
-    times = time_grid(n_points - 1, "edm", interpolant=interpolant, dtype=torch.float64)
-    sigmas = interpolant.sigma(times).clamp(0.002, 80.0)
+
+def karras_grid(
+    n_points: int, interpolant: Interpolant, like: Tensor, sigma_data: float = 0.5
+) -> tuple[Tensor, Tensor]:
+    """(times, sigmas), each (n_points,): the Karras grid as times (``edm_time_grid``) and the
+    published EDM sigma_i they stand for (clamped to [0.002, 80], so the pinned ends read 80 and
+    0.002), for sigma-space weights and index laws (CM, iCT, CTM)."""
+    times = edm_time_grid(n_points - 1, interpolant, sigma_data)
+    sigmas = edm_sigma(interpolant, times, sigma_data).clamp(0.002, 80.0)
     return times.to(like), sigmas.to(like)
 
 
-def consistency_grid(nfe: int, interpolant: Interpolant, mid_sigma: float | None = 0.821) -> Tensor:
+def consistency_grid(
+    nfe: int, interpolant: Interpolant, mid_sigma: float | None = 0.821, sigma_data: float = 0.5
+) -> Tensor:
     """Re-noising times of the consistency multistep sampler: the Karras grid with nfe steps, except
-    that 2 steps re-noise at ``mid_sigma`` (improved CT's sigma = 0.821, Song & Dhariwal 2023 Sec. 5)."""
-    grid = time_grid(nfe, "edm", interpolant=interpolant, dtype=torch.float64)
+    that 2 steps re-noise at EDM sigma ``mid_sigma`` (improved CT's 0.821, Song & Dhariwal 2023)."""
+    grid = edm_time_grid(nfe, interpolant, sigma_data)
     if nfe == 2 and mid_sigma is not None:
-        grid[1] = interpolant.time_of_sigma(torch.tensor(mid_sigma, dtype=torch.float64))
+        grid[1] = time_of_edm_sigma(interpolant, float(mid_sigma), sigma_data)
     return grid
 
 

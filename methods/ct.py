@@ -10,7 +10,7 @@ from torch import Tensor
 
 from methods._consistency import ConsistencyMethod
 from methods.base import Logs, register
-from methods.common import karras_grid, noise_like, pseudo_huber
+from methods.common import karras_grid, like_or_default, noise_like, pseudo_huber_edm
 from unify.flowmap import FlowMap
 
 
@@ -73,22 +73,33 @@ class ConsistencyTraining(ConsistencyMethod):
         cdf = torch.erf((sigmas.log() - self.cfg.p_mean) / (math.sqrt(2) * self.cfg.p_std))
         return cdf[:-1] - cdf[1:]  # sigmas decrease along the grid
 
+    def sample_times(
+        self,
+        n: int,
+        step: int = 0,
+        generator: torch.Generator | None = None,
+        like: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(s, s_next, lambda): an adjacent pair of the N(step)-point Karras grid drawn by the index
+        law, and iCT's weight 1 / (sigma_n - sigma_{n+1}) in EDM sigma."""
+        like = like_or_default(like)
+        times, sigmas = karras_grid(self.n_points(step), self.interpolant, like, self.sigma_data)
+        k = torch.multinomial(self._index_probs(sigmas), n, replacement=True, generator=generator)
+        return times[k], times[k + 1], 1 / (sigmas[k] - sigmas[k + 1])
+
     def loss(
         self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0 = noise_like(x1, x0)
         n_pts = self.n_points(step)
-        times, sigmas = karras_grid(n_pts, self.interpolant, x1)
-        n = torch.multinomial(self._index_probs(sigmas), x1.shape[0], replacement=True)
-        s, s_next = times[n], times[n + 1]
-        lam = 1 / (sigmas[n] - sigmas[n + 1])
+        s, s_next, lam = self.sample_times(x1.shape[0], step, like=x1)
         one = torch.ones_like(s)
         xs = self.interpolant.sample(x0, x1, s).xt
         with torch.no_grad():
             xs_next = self.interpolant.sample(x0, x1, s_next).xt  # same (x0, x1)
             target_net = self.target_net(flow_map)
             target = target_net(xs_next, s_next, one)
-        loss = (lam * pseudo_huber(flow_map(xs, s, one), target)).mean()
+        loss = (lam * pseudo_huber_edm(flow_map(xs, s, one), target, self.sigma_data)).mean()
         return loss, {
             "ct": loss.detach(),
             "N": torch.tensor(float(n_pts), dtype=x1.dtype, device=x1.device),

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from methods._pairs import unit_square
+from methods._pairs import UnitSquarePairs
 from methods.base import Logs, Method, register
 from methods.common import noise_like
 from unify.flowmap import FlowMap, map_ds
 
 
 @register("emd")
-class EulerianMapDistillation(Method):
+class EulerianMapDistillation(UnitSquarePairs, Method):
     """L = E_{s,t} E |d/ds X_{s,t}(I_s) + grad X_{s,t}(I_s) b_s(I_s)|^2, b the teacher velocity.
 
     Source: Eulerian map distillation, Boffi, Albergo & Vanden-Eijnden 2024 (Flow Map Matching,
@@ -42,7 +42,7 @@ class EulerianMapDistillation(Method):
         self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0 = noise_like(x1, x0)
-        s, t = unit_square(x1.shape[0], x1, self.cfg.order)
+        s, t = self.sample_times(x1.shape[0], step, like=x1)
         xs = self.interpolant.sample(x0, x1, s).xt
         with torch.no_grad():
             b = self.teacher.velocity(xs, s)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from methods.base import Logs, Method, register
-from methods.common import noise_like, sqdist, uniform
+from methods.common import like_or_default, noise_like, sqdist, uniform
 from unify.flowmap import FlowMap
 from unify.ode import solve
 
@@ -36,11 +36,22 @@ class FlowMatching(Method):
         "nfe": "any (Euler on b_t)",
     }
 
+    def sample_times(
+        self,
+        n: int,
+        step: int = 0,
+        generator: torch.Generator | None = None,
+        like: Tensor | None = None,
+    ) -> tuple[Tensor]:
+        """(t,): t ~ U[t_min, t_max] on the diagonal."""
+        like = like_or_default(like)
+        return (uniform(n, like, self.cfg.t_min, self.cfg.t_max, generator),)
+
     def loss(
         self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0 = noise_like(x1, x0)
-        t = uniform(x1.shape[0], x1, self.cfg.t_min, self.cfg.t_max)
+        (t,) = self.sample_times(x1.shape[0], step, like=x1)
         path = self.interpolant.sample(x0, x1, t)
         loss = sqdist(flow_map.velocity(path.xt, t), path.vt).mean()
         return loss, {"fm": loss.detach()}

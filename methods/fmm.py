@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from methods._pairs import unit_square
+from methods._pairs import UnitSquarePairs
 from methods.base import Logs, Method, register
 from methods.common import noise_like, sqdist
 from unify.flowmap import FlowMap, map_dt
 
 
 @register("fmm")
-class FlowMapMatching(Method):
+class FlowMapMatching(UnitSquarePairs, Method):
     """L = E_{s,t} E [|d/dt X_{s,t}(X_{t,s}(I_t)) - dI_t/dt|^2 + w |X_{s,t}(X_{t,s}(I_t)) - I_t|^2],
     (s, t) ~ U[0, 1]^2 in both orders (maps trained in both directions), w = ``invert_weight``.
 
@@ -39,7 +39,7 @@ class FlowMapMatching(Method):
         self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0 = noise_like(x1, x0)
-        s, t = unit_square(x1.shape[0], x1, "both")
+        s, t = self.sample_times(x1.shape[0], step, like=x1)
         path = self.interpolant.sample(x0, x1, t)
         y = flow_map(path.xt, t, s)
         x_back, dx_dt = map_dt(flow_map, y, s, t)

@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from methods._pairs import unit_square
+from methods._pairs import UnitSquarePairs
 from methods.base import Logs, Method, register
 from methods.common import noise_like, sqdist
 from unify.flowmap import FlowMap, map_dt
 
 
 @register("lmd")
-class LagrangianMapDistillation(Method):
+class LagrangianMapDistillation(UnitSquarePairs, Method):
     """L = E_{s,t} E |d/dt X_{s,t}(I_s) - b_t(X_{s,t}(I_s))|^2, b the teacher velocity (weights
     frozen, the gradient flows through its argument X).
 
@@ -42,7 +42,7 @@ class LagrangianMapDistillation(Method):
         self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0 = noise_like(x1, x0)
-        s, t = unit_square(x1.shape[0], x1, self.cfg.order)
+        s, t = self.sample_times(x1.shape[0], step, like=x1)
         xs = self.interpolant.sample(x0, x1, s).xt
         x, dx_dt = map_dt(flow_map, xs, s, t)
         loss = sqdist(dx_dt, self.teacher.velocity(x, t)).mean()

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from methods.base import Logs, Method, register
-from methods.common import logit_normal, noise_like, sqdist
+from methods.common import like_or_default, logit_normal, noise_like, sqdist
 from unify.flowmap import FlowMap, eulerian_tangent
 
 
@@ -53,19 +53,27 @@ class MeanFlow(Method):
                     f"need std > 0, c >= 0, p >= 0; got {self.std}, {self.c}, {self.p}"
                 )
 
-    def times(self, n: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    def sample_times(
+        self,
+        n: int,
+        step: int = 0,
+        generator: torch.Generator | None = None,
+        like: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """(s, t), s <= t, each (n,): sorted logit-normal pair, then t = s w.p. 1 - offdiag_frac."""
-        a = logit_normal(n, like, self.cfg.mean, self.cfg.std)
-        b = logit_normal(n, like, self.cfg.mean, self.cfg.std)
+        like = like_or_default(like)
+        a = logit_normal(n, like, self.cfg.mean, self.cfg.std, generator)
+        b = logit_normal(n, like, self.cfg.mean, self.cfg.std, generator)
         s, t = torch.minimum(a, b), torch.maximum(a, b)
-        diag = torch.rand(n, device=like.device, dtype=like.dtype) < 1 - self.cfg.offdiag_frac
+        u = torch.rand(n, generator=generator, device=like.device, dtype=like.dtype)
+        diag = u < 1 - self.cfg.offdiag_frac
         return s, torch.where(diag, s, t)
 
     def loss(
         self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0 = noise_like(x1, x0)
-        s, t = self.times(x1.shape[0], x1)
+        s, t = self.sample_times(x1.shape[0], step, like=x1)
         path = self.interpolant.sample(x0, x1, s)
         v, tangent = eulerian_tangent(flow_map, path.xt, s, t, path.vt)
         target = (v + tangent).detach()  # = dI_s/ds + (t - s)(d/ds v + grad v . dI_s/ds)

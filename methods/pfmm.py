@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from methods.base import Logs, Method, frozen_copy, register
-from methods.common import noise_like, sqdist, uniform
+from methods.common import like_or_default, noise_like, sqdist, uniform
 from unify.flowmap import FlowMap
 
 
@@ -49,16 +49,26 @@ class ProgressiveFlowMapMatching(Method):
     def stage(self, step: int) -> int:
         return min(self.cfg.stages - 1, step * self.cfg.stages // self.total_steps)
 
+    def sample_times(
+        self,
+        n: int,
+        step: int = 0,
+        generator: torch.Generator | None = None,
+        like: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """(s, t): gap ~ U[0, delta_k], s ~ U[0, 1 - gap], t = s + gap (stage k of ``step``)."""
+        like = like_or_default(like)
+        delta = 2.0 ** (self.stage(step) - self.cfg.stages + 1)
+        gap = uniform(n, like, 0.0, delta, generator)
+        s = uniform(n, like, generator=generator) * (1 - gap)
+        return s, s + gap
+
     def loss(
         self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0 = noise_like(x1, x0)
         k = self.stage(step)
-        delta = 2.0 ** (k - self.cfg.stages + 1)
-        n = x1.shape[0]
-        gap = uniform(n, x1, 0.0, delta)
-        s = uniform(n, x1) * (1 - gap)
-        t = s + gap
+        s, t = self.sample_times(x1.shape[0], step, like=x1)
         xs = self.interpolant.sample(x0, x1, s).xt
         with torch.no_grad():
             if k == 0:

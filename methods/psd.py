@@ -47,9 +47,23 @@ class ProgressiveSelfDistillation(SelfDistillation):
             if self.variant not in VARIANTS:
                 raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
 
-    def distill(self, flow_map: FlowMap, xs: Tensor, s: Tensor, t: Tensor) -> Tensor:
-        n = xs.shape[0]
-        h = uniform(n, xs) if self.cfg.variant == "uniform" else times_like(0.5, xs)
+    def sample_times(
+        self,
+        n: int,
+        step: int = 0,
+        generator: torch.Generator | None = None,
+        like: Tensor | None = None,
+    ) -> tuple[Tensor, ...]:
+        """(t_diag, s, t, h): the shared split, then h ~ U[0, 1] (PSD-U) or h = 1/2 (PSD-M)."""
+        t_diag, s, t = super().sample_times(n, step, generator, like)
+        uniform_h = self.cfg.variant == "uniform"
+        h = uniform(len(s), s, generator=generator) if uniform_h else times_like(0.5, s)
+        return t_diag, s, t, h
+
+    def distill(
+        self, flow_map: FlowMap, xs: Tensor, s: Tensor, t: Tensor, *extra: Tensor
+    ) -> Tensor:
+        (h,) = extra
         u = h * s + (1 - h) * t
         student = flow_map.avg_velocity(xs, s, t)
         with torch.no_grad():

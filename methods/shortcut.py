@@ -9,7 +9,15 @@ import torch
 from torch import Tensor
 
 from methods.base import Logs, Method, ema_update, frozen_copy, register
-from methods.common import mean_or_zero, noise_like, run_length_decay, split_count, sqdist, uniform
+from methods.common import (
+    like_or_default,
+    mean_or_zero,
+    noise_like,
+    run_length_decay,
+    split_count,
+    sqdist,
+    uniform,
+)
 from unify.flowmap import FlowMap
 from unify.interpolant import bcast
 
@@ -73,24 +81,47 @@ class Shortcut(Method):
     def _clip(self, x: Tensor) -> Tensor:
         return x if self.cfg.clip is None else x.clamp(-self.cfg.clip, self.cfg.clip)
 
-    def flow_matching(self, flow_map: FlowMap, x0: Tensor, x1: Tensor) -> Tensor:
-        """|v(I_t, t, t + h) - dI_t/dt|^2 per sample: h = 1/M with t on the grid k/M (the code's
-        anchor), or h = 0 with t ~ U[0, 1] (the paper's)."""
-        t = uniform(len(x1), x1)
+    def flow_matching_times(
+        self, n: int, like: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """t on the grid k/M, k ~ U{0..M-1} (the code's anchor), or t ~ U[0, 1] (the paper's)."""
+        t = uniform(n, like, generator=generator)
         if self.cfg.anchor == "smallest":
             m = self.cfg.levels
             t = torch.floor(t * m).clamp(max=m - 1) / m
+        return t
+
+    def flow_matching(self, flow_map: FlowMap, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
+        """|v(I_t, t, t + h) - dI_t/dt|^2 per sample: h = 1/M with t on the grid k/M (the code's
+        anchor), or h = 0 with t ~ U[0, 1] (the paper's)."""
         path = self.interpolant.sample(x0, x1, t)
         h = 1.0 / self.cfg.levels if self.cfg.anchor == "smallest" else 0.0
         return sqdist(flow_map.avg_velocity(path.xt, t, t + h), path.vt)
 
-    def consistency_times(self, n: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    def consistency_times(
+        self, n: int, like: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         """(t, d), each (n,): 2d = 2^-j with j = K-1 - (i mod K), t = k 2d with k ~ U{0..1/(2d)-1}."""
         k = int(math.log2(self.cfg.levels))
         j = (k - 1) - torch.arange(n, device=like.device) % k
         sections = (2**j).to(like.dtype)  # 1 / (2d)
-        t = torch.floor(uniform(n, like) * sections).clamp(max=sections - 1) / sections
+        t = uniform(n, like, generator=generator)
+        t = torch.floor(t * sections).clamp(max=sections - 1) / sections
         return t, 0.5 / sections
+
+    def sample_times(
+        self,
+        n: int,
+        step: int = 0,
+        generator: torch.Generator | None = None,
+        like: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(t_fm, t_sc, d) of a batch of n: the first n - int(n bootstrap_frac) take flow matching
+        at t_fm, the rest self-consistency at (t_sc, d)."""
+        like = like_or_default(like)
+        nd = n - split_count(n, self.cfg.bootstrap_frac)
+        t_fm = self.flow_matching_times(nd, like, generator)
+        return (t_fm, *self.consistency_times(n - nd, like, generator))
 
     def loss(
         self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
@@ -101,12 +132,12 @@ class Shortcut(Method):
             )
         x0 = noise_like(x1, x0)
         n = x1.shape[0]
-        nd = n - split_count(n, self.cfg.bootstrap_frac)
+        t_fm, t, d = self.sample_times(n, step, like=x1)
+        nd = t_fm.shape[0]
         diag = sc = x1.new_zeros(0)
         if nd > 0:
-            diag = self.flow_matching(flow_map, x0[:nd], x1[:nd])
+            diag = self.flow_matching(flow_map, x0[:nd], x1[:nd], t_fm)
         if n > nd:
-            t, d = self.consistency_times(n - nd, x1)
             xt = self.interpolant.sample(x0[nd:], x1[nd:], t).xt
             target_map = self.nets["target"]
             with torch.no_grad():
