@@ -3,10 +3,10 @@ code, ports EpiGenomicsCode/edm2_sCM ``training/loss_scm.py`` and NVlabs/FastGen
 time, its time law, the learned log-variance weight u_phi and the consistency sampler.
 
 TrigFlow frame of any interpolant (signal-to-noise matched, as FastGen's ``TrigFlowPrecond``):
-tan t_T = a(tau) / b(tau), x~ = I_tau / n(tau), n = sqrt(a^2 + b^2), and our map to the data end
-X_{tau,1}(I) = cos t_T x~ - sin t_T F. The tangent g_r is computed from the shared Eulerian
-tangent T_{tau,1}[u] (``unify.eulerian_tangent``, one jvp); its split, normalisation and c act
-in TrigFlow units, as published. Derivation: docs/methods.md (Conventions and translations).
+sigma_d tan t_T = sigma_EDM(tau) by the translation rule (``unify.edm``), x^TF = c(tau) I_tau, and
+k X_{tau,1}(I) = cos t_T x^TF - sin t_T sigma_d F in EDM units (docs/recipes.md). The tangent g_r
+is computed from the shared Eulerian tangent T_{tau,1}[u] (``unify.eulerian_tangent``, one jvp);
+its split, normalisation and c act in TrigFlow units, as published. Derivation: docs/methods.md (Conventions and translations).
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from torch import Tensor, nn
 
 import unify
 from methods.base import Logs, Method
-from methods.common import consistency_grid, noise_like
+from methods.common import consistency_grid, like_or_default, noise_like
+from unify.edm import data_scale, edm_sigma_of_trigflow, time_of_edm_sigma
 from unify.flowmap import FlowMap, eulerian_tangent, full_precision
-from unify.interpolant import Interpolant, bcast
+from unify.interpolant import bcast
 
 NORMS = ("l2", "rms")
 LOGVAR_INPUTS = ("log_sigma", "t")
@@ -45,14 +46,6 @@ class LogVarHead(nn.Module):
         """(B,) time inputs -> (B,) log-variances."""
         arg = t[:, None] * self.freqs.to(t.dtype)
         return torch.cat([arg.cos(), arg.sin()], 1) @ self.weight + self.bias
-
-
-def trig_frame(interpolant: Interpolant, t_trig: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(tau, n, n' / n, dtau/dt_T), each (B,): our time and the frame factors at TrigFlow time t_T."""
-    tau = interpolant.time_of_sigma(torch.tan(t_trig))
-    a, b, da, db = interpolant.coeffs(tau)
-    n2 = a * a + b * b
-    return tau, n2.sqrt(), (a * da + b * db) / n2, n2 / (b * da - a * db)
 
 
 class SCM(Method):
@@ -104,10 +97,52 @@ class SCM(Method):
         h = self.cfg.warmup * self.total_steps
         return 1.0 if h <= 0 else min(1.0, step / h)
 
-    def times(self, n: int, like: Tensor) -> Tensor:
-        """t_T = arctan(e^xi / sigma_d), xi ~ N(p_mean, p_std^2), clamped to [t_min, t_max]."""
-        xi = self.cfg.p_mean + self.cfg.p_std * torch.randn(n, device=like.device, dtype=like.dtype)
-        return torch.atan(xi.exp() / self.cfg.sigma_d).clamp(self.cfg.t_min, self.cfg.t_max)
+    def sample_times(
+        self,
+        n: int,
+        step: int = 0,
+        generator: torch.Generator | None = None,
+        like: Tensor | None = None,
+    ) -> tuple[Tensor]:
+        """(tau,): t_T = arctan(e^xi / sigma_d), xi ~ N(p_mean, p_std^2), clamped to [t_min, t_max],
+        read as EDM sigma = sigma_d tan t_T and mapped to our time (``unify.edm``)."""
+        like, c = like_or_default(like), self.cfg
+        xi = c.p_mean + c.p_std * torch.randn(
+            n, generator=generator, device=like.device, dtype=like.dtype
+        )
+        t_trig = torch.atan(xi.exp() / c.sigma_d).clamp(c.t_min, c.t_max)
+        sigma = edm_sigma_of_trigflow(t_trig, c.sigma_d)
+        return (time_of_edm_sigma(self.interpolant, sigma, self.sigma_data),)
+
+    def trig_frame(self, tau: Tensor) -> dict[str, Tensor]:
+        """The TrigFlow frame at our time tau, each (B,) in tau's dtype (computed in float64):
+        tan t_T = a / (q b), q = sigma_d / k, k = 0.5 / sigma_data (so sigma_d tan t_T = sigma_EDM);
+        x^TF = c I with c = sigma_d / m, m = sqrt(a^2 + q^2 b^2); ``dc`` = c'/c; ``dtau`` = dtau/dt_T;
+        the head F = F_I I + F_v v(I, tau, 1) from k X_{tau,1} = cos t_T x^TF - sin t_T sigma_d F."""
+        sd = self.cfg.sigma_d
+        q, t64 = sd / data_scale(self.sigma_data), tau.double()
+        a, b, da, db = self.interpolant.coeffs(t64)
+        m = torch.sqrt(a * a + (q * b) ** 2)
+        frame = {
+            "t_trig": torch.atan2(a, q * b),
+            "c": sd / m,
+            "dc": -(a * da + q * q * b * db) / (m * m),
+            "dtau": m * m / (q * (da * b - a * db)),
+            "F_I": (q * q * b * (1 - b) / a - a) / (q * m),
+            "F_v": -(1 - t64) * m / (q * a),
+        }
+        return {key: val.to(tau.dtype) for key, val in frame.items()}
+
+    @staticmethod
+    def trigflow_velocity(x: Tensor, u: Tensor, frame: dict[str, Tensor]) -> Tensor:
+        """dx^TF/dt_T of a velocity u = dI/dtau at I = x: (dtau/dt_T) c (u + (c'/c) x)."""
+        f = {key: bcast(val, x) for key, val in frame.items()}
+        return f["dtau"] * f["c"] * (u + f["dc"] * x)
+
+    @staticmethod
+    def trigflow_head(x: Tensor, v: Tensor, frame: dict[str, Tensor]) -> Tensor:
+        """TrigFlow's F_theta of our v(x, tau, 1) at I = x (finite as t_T -> 0)."""
+        return bcast(frame["F_I"], x) * x + bcast(frame["F_v"], x) * v
 
     def logvar_input(self, t_trig: Tensor) -> Tensor:
         """The head's input: EDM's c_noise = ln(sigma_EDM) / 4, sigma_EDM = sigma_d tan t_T, in
@@ -127,22 +162,21 @@ class SCM(Method):
         self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0, sd, r = noise_like(x1, x0), self.cfg.sigma_d, self.warmup_r(step)
-        t_trig = self.times(x1.shape[0], x1)
-        tau, n, dn, dtau = trig_frame(self.interpolant, t_trig)
+        (tau,) = self.sample_times(x1.shape[0], step, like=x1)
+        frame = self.trig_frame(tau)
+        t_trig = frame["t_trig"]
         path = self.interpolant.sample(x0, x1, tau)
         with torch.no_grad():
             u = self.velocity(path)
         v, tan_t = eulerian_tangent(flow_map, path.xt, tau, torch.ones_like(tau), u)  # v with graph
-        cos, sin = bcast(t_trig.cos(), x1), bcast(t_trig.sin(), x1)
-        tau, n, dn, dtau = (bcast(y, x1) for y in (tau, n, dn, dtau))
-        xs = path.xt / n  # x~ = x^TF / sigma_d
-        dxs = dtau / n * (u - dn * path.xt)  # dx~/dt_T
-        kappa = torch.tan(0.5 * bcast(t_trig, x1)) + (n * n - 1) / ((n + 1) * sin)
-        F = -kappa * xs - (1 - tau) / sin * v  # F_theta; the gradient flows through v only
+        cos = bcast(t_trig.cos(), x1)
+        dx = self.trigflow_velocity(path.xt, u, frame)  # dx^TF/dt_T
+        F = self.trigflow_head(path.xt, v, frame)  # F_theta; the gradient flows through v only
         F_minus = F.detach()
-        g0 = -(cos**2) * (F_minus - dxs)  # the r = 0 part, / sigma_d
-        g1 = cos * dtau * tan_t.detach()  # cos t_T df/dt_T, / sigma_d
-        g = sd * ((1 - r) * g0 + r * g1)
+        g0 = -(cos**2) * (sd * F_minus - dx)  # the r = 0 part
+        k_dtau = data_scale(self.sigma_data) * bcast(frame["dtau"], x1)
+        g1 = cos * k_dtau * tan_t.detach()  # cos t_T df/dt_T, f = k X_{tau,1}
+        g = (1 - r) * g0 + r * g1
         ell = (F - F_minus - self.tangent(g)).pow(2).flatten(1).mean(1)
         lam = 1 / (sd * torch.tan(t_trig)) if self.cfg.prior_weight else torch.ones_like(t_trig)
         logvar = self.nets["logvar"](self.logvar_input(t_trig))
@@ -158,9 +192,9 @@ class SCM(Method):
         self, flow_map: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
     ) -> Tensor:
         """Consistency sampling (CM Alg. 1): X_{0,1}(x0), then re-noise and map to the data end.
-        2 steps re-noise at tan t_T = tan(t_mid) (t_mid = 1.1: tau = 0.300 trig, 0.337 linear);
-        other NFEs use the Karras grid, as the project's other consistency models."""
+        2 steps re-noise at EDM sigma = sigma_d tan(t_mid) (t_mid = 1.1); other NFEs use the Karras
+        grid, as the project's other consistency models (both by ``unify.edm``)."""
         self.check_nfe(nfe)
-        mid = None if self.cfg.t_mid is None else math.tan(self.cfg.t_mid)
-        grid = consistency_grid(nfe, self.interpolant, mid)
+        mid = None if self.cfg.t_mid is None else self.cfg.sigma_d * math.tan(self.cfg.t_mid)
+        grid = consistency_grid(nfe, self.interpolant, mid, self.sigma_data)
         return unify.consistency_sample(flow_map, x0, nfe, self.interpolant, grid, generator)
