@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from methods.base import Logs, Method, register
-from methods.common import pseudo_huber, times_like
+from methods.common import like_or_default, pseudo_huber_edm, times_like
+from unify.edm import time_of_edm_sigma
 from unify.flowmap import FlowMap
 
 
@@ -37,9 +39,9 @@ class NeuralOperator(Method):
     Source: DSNO, Zheng et al. 2023 (arXiv 2211.13449), Eq. 7; devzhk/DSNO-pytorch
     ``utils/loss.py``. One output X_{0,t_k} per time stands for the operator's temporal layers.
     Defaults kept: 'quad' times t_k = {0.4375, 0.75, 0.9375, 1} (t_PD = i^2/256, i in {12, 8, 4,
-    0}, our t = 1 - t_PD, docs/methods.md); no target network; 1-NFE sampler X_{0,1}(x0).
+    0}), mapped by ``unify.edm`` (docs/recipes.md); no target network; 1-NFE sampler X_{0,1}(x0).
     Deviations:
-    - d = pseudo-Huber (iCT's c) instead of VGG-feature LPIPS (downloaded weights, images only);
+    - d = pseudo-Huber (iCT's c, EDM units) instead of VGG-feature LPIPS (downloaded weights);
     - weights uniform by default (``weights = "snr"``: DSNO's clamp(sqrt SNR, 1, 1e4));
     - 4096 trajectories with 16 teacher steps per interval (64 in all), not 512-step DDIM;
     - trajectories computed in-process at the first loss call (checkpointed), not read from LMDB.
@@ -60,7 +62,7 @@ class NeuralOperator(Method):
     exact_terms = ("no",)
     summary = {
         "paper": "Zheng et al. 2023 (DSNO)",
-        "times": "s = 0 -> fixed t_k in {0.4375, 0.75, 0.9375, 1}",
+        "times": "s = 0 -> fixed t_PD = i^2/256, i in {12, 8, 4, 0} (cosine time)",
         "target": "precomputed teacher ODE trajectory at t_k, pseudo-Huber",
         "nfe": "1",
     }
@@ -79,7 +81,7 @@ class NeuralOperator(Method):
         gen = torch.Generator(device=x1.device).manual_seed(self.cfg.pool_seed)
         shape = (self.cfg.pool_size, *x1.shape[1:])
         x0 = torch.randn(shape, generator=gen, dtype=x1.dtype, device=x1.device)
-        knots = [0.0, *self.cfg.times]
+        knots = [0.0, *self.times().tolist()]
         trajs = []
         for x in x0.split(self.cfg.chunk):
             points = [x]
@@ -91,12 +93,31 @@ class NeuralOperator(Method):
             trajs.append(torch.stack(points, 1))
         return torch.cat(trajs)
 
+    def times(self) -> Tensor:
+        """Our float64 times of ``cfg.times`` (cosine-VP times 1 - t_PD, sigma_EDM = cot(pi t / 2)),
+        mapped by the translation rule (``unify.edm``); 1 stays the data end."""
+        f = torch.tensor(self.cfg.times, dtype=torch.float64)
+        out = time_of_edm_sigma(self.interpolant, 1 / torch.tan(0.5 * math.pi * f), self.sigma_data)
+        return torch.where(f == 1, torch.ones_like(out), out)
+
+    def sample_times(
+        self,
+        n: int,
+        step: int = 0,
+        generator: torch.Generator | None = None,
+        like: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """(s, t), each (n K,) in sample-major order: s = 0 and the K fixed times (no draw)."""
+        like = like_or_default(like)
+        t = self.times().to(like).repeat(n)
+        return torch.zeros_like(t), t
+
     def _weights(self, like: Tensor) -> Tensor:
-        t = torch.tensor(self.cfg.times, dtype=like.dtype, device=like.device)
+        f = torch.tensor(self.cfg.times, dtype=like.dtype, device=like.device)
         if self.cfg.weights == "uniform":
-            return torch.ones_like(t)
-        a, b, _, _ = self.interpolant.coeffs(t)
-        return (b / a).nan_to_num(posinf=1e4).clamp(1.0, 1e4)  # sqrt(SNR); a(1) = 0 -> 1e4
+            return torch.ones_like(f)
+        # sqrt(SNR) of the cosine-VP time 1 - f: tan(pi f / 2), 1e4 at the data end
+        return torch.tan(0.5 * math.pi * f).nan_to_num(posinf=1e4).clamp(1.0, 1e4)
 
     def loss(
         self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
@@ -109,9 +130,9 @@ class NeuralOperator(Method):
         b, k = traj.shape[:2]
         x0 = traj[:, 0]
         xs = x0.repeat_interleave(k - 1, 0)  # (B * K, ...) in sample-major order
-        t = torch.tensor(self.cfg.times, dtype=x1.dtype, device=x1.device).repeat(b)
-        pred = flow_map(xs, torch.zeros_like(t), t)
-        dist = pseudo_huber(pred, traj[:, 1:].flatten(0, 1)).view(b, k - 1)
+        s, t = self.sample_times(b, step, like=x1)
+        pred = flow_map(xs, s, t)
+        dist = pseudo_huber_edm(pred, traj[:, 1:].flatten(0, 1), self.sigma_data).view(b, k - 1)
         w = self._weights(x1)
         loss = (dist * w).sum(1).mean() / w.sum()
         return loss, {"no": loss.detach()}

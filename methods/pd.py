@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 import unify
 from methods.base import Logs, Method, frozen_copy, register
-from methods.common import noise_like, sqdist
+from methods.common import like_or_default, noise_like, sqdist
+from unify.edm import data_scale, time_of_edm_sigma
 from unify.flowmap import FlowMap
 
 
@@ -24,15 +25,15 @@ class _Progress(nn.Module):
 
 @register("pd")
 class ProgressiveDistillation(Method):
-    """L = E_s w(s, t) |X_{s,t}(I_s) - sg X^T_{s+h,t}(X^T_{s,s+h}(I_s))|^2, t = s + 1/N, h = 1/(2N),
-    s uniform on {0, 1/N, ..., 1 - 1/N}, w = max(a_s^2, b_s^2) / (a_s b_t - a_t b_s)^2.
+    """L = E_s w(s, t) |X_{s,t}(I_s) - sg X^T_{m,t}(X^T_{s,m}(I_s))|^2, (s, m, t) consecutive points
+    of PD's uniform cosine-time half-step grid, w = max(a_s^2, b_s^2 / k^2) / (a_s b_t - a_t b_s)^2.
 
     Source: progressive distillation, Salimans & Ho 2022 (arXiv 2202.00512), Alg. 2;
     google-research ``diffusion_distillation/dpm.py``. w is its truncated-SNR x-space weight
-    max(SNR_s, 1) translated exactly for a DDIM-parametrised map (docs/methods.md).
+    max(SNR_s, 1) for a DDIM-parametrised map, both via ``unify.edm`` (k = 0.5 / sigma_data).
     Defaults kept: N halves each stage down to ``final_steps`` = 1, stages share the steps
     equally, teacher X^T <- frozen student at each stage (stage 0: ``teacher.step``), no EMA
-    target, uniform grid (the cosine schedule is our trig path), lr annealed linearly to 0 in
+    target, grid uniform in cosine time (``grid``; docs/recipes.md), lr annealed linearly to 0 in
     each stage when fine-tuned from the teacher; the sampler runs at nfe == N only.
     Deviations:
     - ``start_steps`` = 16 instead of 8192 (our budgets are ~100x shorter);
@@ -52,7 +53,7 @@ class ProgressiveDistillation(Method):
     exact_terms = ("pd",)
     summary = {
         "paper": "Salimans & Ho 2022 (PD)",
-        "times": "uniform N-grid s -> s + 1/N, N halving 16 -> 1",
+        "times": "N-grid uniform in PD's cosine time, s -> next point, N halving 16 -> 1",
         "target": "two half-steps of the stage teacher (frozen student copy)",
         "nfe": "N of the final stage (1)",
     }
@@ -93,21 +94,50 @@ class ProgressiveDistillation(Method):
     def _teacher_step(self, stage: int):
         return self.teacher.step if stage == 0 else self.nets["teacher"]
 
+    def grid(self, n: int) -> Tensor:
+        """2n + 1 float64 times of the half-step grid: PD's uniform grid in the cosine-VP time,
+        t_PD = 1 - j / (2n) (sigma / alpha = tan(pi t_PD / 2) = sigma_EDM), mapped to our time by
+        the translation rule (``unify.edm``), ends pinned to 0 and 1."""
+        frac = torch.arange(2 * n + 1, dtype=torch.float64) / (2 * n)
+        grid = time_of_edm_sigma(
+            self.interpolant, 1 / torch.tan(0.5 * math.pi * frac), self.sigma_data
+        )
+        grid[0], grid[-1] = 0.0, 1.0
+        return grid
+
+    def sample_times(
+        self,
+        n: int,
+        step: int = 0,
+        generator: torch.Generator | None = None,
+        like: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(s, mid, t): a student step s -> t of the stage's N-grid and its midpoint, k ~ U{0..N-1}
+        (PD's t = (k + 1) / N, t' = t - 1/(2N), t'' = t - 1/N in the cosine time)."""
+        like, steps = like_or_default(like), self.n_steps(step)
+        k = torch.randint(0, steps, (n,), generator=generator, device=like.device)
+        grid = self.grid(steps).to(like)
+        return grid[2 * k], grid[2 * k + 1], grid[2 * k + 2]
+
+    def weight(self, s: Tensor, t: Tensor) -> Tensor:
+        """max(SNR_PD(s), 1) / c^2 on |X_{s,t} - target|^2, c = b_t - a_t b_s / a_s, SNR_PD = 1 /
+        sigma_EDM(s)^2: PD's truncated-SNR x-space loss in our units (its value / k^2)."""
+        a_s, b_s, _, _ = self.interpolant.coeffs(s)
+        a_t, b_t, _, _ = self.interpolant.coeffs(t)
+        k = data_scale(self.sigma_data)
+        return torch.maximum(a_s**2, b_s**2 / k**2) / (a_s * b_t - a_t * b_s) ** 2
+
     def loss(
         self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
     ) -> tuple[Tensor, Logs]:
         x0 = noise_like(x1, x0)
         n = self.n_steps(step)
-        k = torch.randint(0, n, (x1.shape[0],), device=x1.device).to(x1.dtype)
-        s, mid, t = k / n, (k + 0.5) / n, (k + 1) / n
+        s, mid, t = self.sample_times(x1.shape[0], step, like=x1)
         xs = self.interpolant.sample(x0, x1, s).xt
         with torch.no_grad():
             teacher = self._teacher_step(self.stage(step))
             target = teacher(teacher(xs, s, mid), mid, t)
-        a_s, b_s, _, _ = self.interpolant.coeffs(s)
-        a_t, b_t, _, _ = self.interpolant.coeffs(t)
-        w = torch.maximum(a_s**2, b_s**2) / (a_s * b_t - a_t * b_s) ** 2
-        loss = (w * sqdist(flow_map(xs, s, t), target)).mean()
+        loss = (self.weight(s, t) * sqdist(flow_map(xs, s, t), target)).mean()
         return loss, {
             "pd": loss.detach(),
             "N": torch.tensor(float(n), dtype=x1.dtype, device=x1.device),
@@ -130,6 +160,6 @@ class ProgressiveDistillation(Method):
     def sample(
         self, flow_map: FlowMap, x0: Tensor, nfe: int, generator: torch.Generator | None = None
     ) -> Tensor:
-        """Composition on the uniform grid of the current N (DDIM with the stage's N), nfe NFE."""
+        """Composition on the stage's N-grid (DDIM with the stage's N, ``grid``), nfe NFE."""
         self.check_nfe(nfe)
-        return unify.sample(flow_map, x0, nfe, "uniform")
+        return unify.sample(flow_map, x0, nfe, self.grid(nfe)[::2])
