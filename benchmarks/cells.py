@@ -122,8 +122,14 @@ def status(out: Path, cfg: RunConfig, cell: Cell, force: bool = False) -> str:
     return "failed" if failed else ("resume" if (d / CKPT).exists() else "new")
 
 
-def teacher_for(out: Path, cfg: RunConfig, cell: Cell, problem: Problem, interp: Interpolant,
-                device: torch.device):  # fmt: skip
+def teacher_for(
+    out: Path,
+    cfg: RunConfig,
+    cell: Cell,
+    problem: Problem,
+    interp: Interpolant,
+    device: torch.device,
+):
     """(teacher, (teacher steps, teacher seconds)) of a cell: the velocity it distils from, or the
     trained network it only starts from; (None, (0, 0)) when it needs neither."""
     cls = METHODS[cell.method]
@@ -195,8 +201,14 @@ def _failure(e: Exception, cfg: RunConfig) -> dict:
     """The failed state of a cell: kind, error class, one-line reason, step when known."""
     reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
     if isinstance(e, NonFiniteLoss):
-        return {"state": "failed", "kind": "diverged", "error": type(e).__name__,
-                "reason": reason, "step": e.step, "total": cfg.train.steps}  # fmt: skip
+        return {
+            "state": "failed",
+            "kind": "diverged",
+            "error": type(e).__name__,
+            "reason": reason,
+            "step": e.step,
+            "total": cfg.train.steps,
+        }
     if isinstance(e, torch.OutOfMemoryError):
         reason = "out of memory"
     return {"state": "failed", "kind": "error", "error": type(e).__name__, "reason": reason}
@@ -210,8 +222,7 @@ def _run(out, cfg, cell, device, quiet, position) -> dict:
     if problem.info and distributed.is_main():
         write_json(d / CONFIG, {**cell_config(cfg, cell), "problem": problem.info})
     interp = factory.interpolant(cfg)  # the cell's one interpolant: teacher, method, scorer
-    scorer = Scorer(problem, interp, cfg.eval, cell.seed,
-                    Path(out) / cfg.dataset / "cache", device)  # fmt: skip
+    scorer = Scorer(problem, interp, cfg.eval, cell.seed, Path(out) / cfg.dataset / "cache", device)
     if cell.method == FLOOR:
         if distributed.is_main():
             result = TrainResult(0, 0, 0.0, 0.0)
@@ -226,8 +237,9 @@ def _run(out, cfg, cell, device, quiet, position) -> dict:
         extra = dict(dataset=cfg.dataset, seed=cell.seed, run=cell.key, **about)
         on_step = prober(d, p.method, p.ema, scorer, cfg.train.steps, extra)
     batches = BatchSampler(problem.train, cfg.train.batch, seed=cell.seed, hflip=cfg.data.hflip)
-    result = train(p, batches, cfg.train, d, device, quiet=quiet, position=position,
-                   on_step=on_step)  # fmt: skip
+    result = train(
+        p, batches, cfg.train, d, device, quiet=quiet, position=position, on_step=on_step
+    )
     if not distributed.is_main() or (d / METRICS).exists():  # ranks > 0, or a teacher retrained
         return {"state": "done"}
     p.ema.eval()
@@ -247,8 +259,15 @@ def provenance(cfg: RunConfig, cell: Cell, init: str, weights: str) -> dict[str,
     return {"teacher": teacher, "init": init, "weights": weights}
 
 
-def _finish(d: Path, ev: Evaluation, cfg: RunConfig, cell: Cell, result: TrainResult,
-            about: dict, teacher_cost: tuple[int, float] = (0, 0.0)) -> None:  # fmt: skip
+def _finish(
+    d: Path,
+    ev: Evaluation,
+    cfg: RunConfig,
+    cell: Cell,
+    result: TrainResult,
+    about: dict,
+    teacher_cost: tuple[int, float] = (0, 0.0),
+) -> None:
     """Write samples, train.json, then metrics.csv (last: it marks the cell done)."""
     rows = pd.DataFrame(ev.rows).assign(
         dataset=cfg.dataset,

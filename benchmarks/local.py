@@ -56,8 +56,9 @@ def device_for(name: str, slot: int = 0) -> torch.device:
 
 def phases(specs: list[CellSpec]) -> list[list[CellSpec]]:
     """[cells that need no trained teacher (fm first), the distillation cells that do]."""
-    first = sorted((s for s in specs if not s.needs_trained_teacher()),
-                   key=lambda s: s.cell.method != TEACHER)  # fmt: skip
+    first = sorted(
+        (s for s in specs if not s.needs_trained_teacher()), key=lambda s: s.cell.method != TEACHER
+    )
     return [p for p in (first, [s for s in specs if s.needs_trained_teacher()]) if p]
 
 
@@ -73,8 +74,9 @@ def _state(spec: CellSpec) -> dict:
     return read_json(spec.dir / STATE)
 
 
-def run_local(specs: list[CellSpec], *, jobs: int = 1, quiet: bool = True,
-              debug: bool = False) -> list[tuple[CellSpec, dict]]:  # fmt: skip
+def run_local(
+    specs: list[CellSpec], *, jobs: int = 1, quiet: bool = True, debug: bool = False
+) -> list[tuple[CellSpec, dict]]:
     """Run the cells; returns (spec, final state) of each cell that ran or was stopped."""
     stop.reset()
     with stop.handle():
@@ -87,8 +89,14 @@ def _in_process(specs, quiet, debug) -> list[tuple[CellSpec, dict]]:
     done = []
     for spec in (s for p in phases(specs) for s in p):
         try:
-            state = run_cell(out=Path(spec.out), cfg=spec.cfg, cell=spec.cell,
-                             device=device_for(spec.device), quiet=quiet, debug=debug)  # fmt: skip
+            state = run_cell(
+                out=Path(spec.out),
+                cfg=spec.cfg,
+                cell=spec.cell,
+                device=device_for(spec.device),
+                quiet=quiet,
+                debug=debug,
+            )
         except stop.Stopped:
             done.append((spec, _state(spec)))
             break
@@ -102,8 +110,15 @@ def _worker(spec: CellSpec, slot: int, jobs: int, quiet: bool, debug: bool) -> N
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
     with stop.handle((signal.SIGTERM,)):
         try:
-            run_cell(out=Path(spec.out), cfg=spec.cfg, cell=spec.cell, position=slot,
-                     device=device_for(spec.device, slot), quiet=quiet, debug=debug)  # fmt: skip
+            run_cell(
+                out=Path(spec.out),
+                cfg=spec.cfg,
+                cell=spec.cell,
+                position=slot,
+                device=device_for(spec.device, slot),
+                quiet=quiet,
+                debug=debug,
+            )
         except stop.Stopped:  # a normal exit: multiprocessing's finalizers release semaphores
             raise SystemExit(stop.exit_code()) from None
 

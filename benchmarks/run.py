@@ -50,8 +50,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", help="auto | exact | PATH to an fm checkpoint (default: dataset's)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--fid-weights", help="Inception weights file for offline FID")
-    p.add_argument("--launcher", default="local", choices=("local", "slurm", "debug"),
-                   help="local: this machine; slurm: job arrays (benchmarks.cluster)")  # fmt: skip
+    p.add_argument(
+        "--launcher",
+        default="local",
+        choices=("local", "slurm", "debug"),
+        help="local: this machine; slurm: job arrays (benchmarks.cluster)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="local: cells at once (one GPU each)")
     p.add_argument("--force", action="store_true", help="redo finished cells")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -106,9 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = device_for(args.device)
     if args.dry_run or not args.quiet:
-        print(f"{len(cells_)} cells on {cfg.dataset} ({cfg.budget}: {cfg.train.steps} steps x batch "
-              f"{cfg.train.batch}, net {cfg.net.kind}, NFE {list(cfg.eval.nfe)}, teacher "
-              f"{cfg.teacher}) on {device} -> {out / cfg.dataset}")  # fmt: skip
+        print(
+            f"{len(cells_)} cells on {cfg.dataset} ({cfg.budget}: {cfg.train.steps} steps x batch "
+            f"{cfg.train.batch}, net {cfg.net.kind}, NFE {list(cfg.eval.nfe)}, teacher "
+            f"{cfg.teacher}) on {device} -> {out / cfg.dataset}"
+        )
         for c in cells_:
             print(f"  {c.key:<16} {todo.get(c, 'done'):<7} {cells.cell_dir(out, cfg, c)}")
     specs = [CellSpec(str(out), cfg, c, args.device) for c in cells_ if c in todo]
@@ -130,11 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     failed = [(s, st) for s, st in ran if st.get("state") == "failed"]
     for s, st in failed:
         note = failure_note(st.get("kind", "error"), st.get("step"), st.get("reason", ""))
-        print(f"{s.cell.key}: {note}: {st.get('reason', '')} (log: {s.dir / ERROR_LOG})",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"{s.cell.key}: {note}: {st.get('reason', '')} (log: {s.dir / ERROR_LOG})",
+            file=sys.stderr,
+        )
     if not args.quiet:
-        print(f"done in {time.perf_counter() - t0:.1f} s; wrote {len(written)} files under "
-              f"{out / cfg.dataset}")  # fmt: skip
+        print(
+            f"done in {time.perf_counter() - t0:.1f} s; wrote {len(written)} files under "
+            f"{out / cfg.dataset}"
+        )
     return 1 if failed else 0
 
 

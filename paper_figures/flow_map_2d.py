@@ -53,8 +53,9 @@ def frame(ax: Axes, gid: str) -> None:
     for spine in ax.spines.values():
         spine.set(visible=True, color="0.7", linewidth=0.5)
     p = density()
-    ax.imshow(p, extent=(-LIM, LIM, -LIM, LIM), origin="lower", cmap="Greys", vmax=1.6 * p.max(),
-              zorder=0)  # fmt: skip
+    ax.imshow(
+        p, extent=(-LIM, LIM, -LIM, LIM), origin="lower", cmap="Greys", vmax=1.6 * p.max(), zorder=0
+    )
 
 
 def draw_samples(ax: Axes, k: Kept, nfe: int, target: np.ndarray | None) -> None:
@@ -63,13 +64,21 @@ def draw_samples(ax: Axes, k: Kept, nfe: int, target: np.ndarray | None) -> None
     if x is None:
         ax.text(0, 0, k.absent(nfe), ha="center", va="center", color="0.3")
         return
-    ax.scatter(x[:, 0], x[:, 1], s=0.8, color=style.color(k.run.method), linewidths=0,
-               rasterized=True)  # fmt: skip
+    ax.scatter(
+        x[:, 0], x[:, 1], s=0.8, color=style.color(k.run.method), linewidths=0, rasterized=True
+    )
     if target is not None:
         n = min(len(x), len(target))
-        ax.text(0.03, 0.97, f"err {error(x[:n], target[:n]):.2f}", transform=ax.transAxes, va="top",
-                fontsize=6.5, gid="err",
-                bbox=dict(boxstyle="square,pad=0.15", fc="white", ec="none", alpha=0.8))  # fmt: skip
+        ax.text(
+            0.03,
+            0.97,
+            f"err {error(x[:n], target[:n]):.2f}",
+            transform=ax.transAxes,
+            va="top",
+            fontsize=6.5,
+            gid="err",
+            bbox=dict(boxstyle="square,pad=0.15", fc="white", ec="none", alpha=0.8),
+        )
 
 
 def draw_paths(ax: Axes, method: str, learned: np.ndarray | None, exact: np.ndarray | None) -> None:
@@ -121,8 +130,10 @@ def notes_for(learned: dict[str, Kept], exact: Kept | None) -> list[str]:
     seed = next(iter(learned.values())).run.seed
     if exact is None:
         command = f"{run_command(DATASET, FLOOR)} --seeds {seed}"
-        return [f"{DATASET}: no exact cell at seed {seed}, errors and exact paths left out "
-                f"(run: {command})"]  # fmt: skip
+        return [
+            f"{DATASET}: no exact cell at seed {seed}, errors and exact paths left out "
+            f"(run: {command})"
+        ]
     other = ", ".join(m for m, k in learned.items() if not same_noise(k, exact))
     return (
         [f"{DATASET}: {other} kept another x0 than the exact cell, no error drawn"] if other else []

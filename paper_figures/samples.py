@@ -84,13 +84,15 @@ def draw_cell(ax: Axes, k: Kept, nfe: int, ref: np.ndarray | None, side: int) ->
     if x is None:
         blank(ax, k.absent(nfe))
     elif x.ndim == 4:
-        ax.imshow(mosaic(x, side), cmap="gray" if x.shape[1] == 1 else None,
-                  interpolation="nearest")  # fmt: skip
+        ax.imshow(
+            mosaic(x, side), cmap="gray" if x.shape[1] == 1 else None, interpolation="nearest"
+        )
     else:
         if ref is not None and k.run.method != FLOOR:
             ax.scatter(ref[:, 0], ref[:, 1], s=1, color="0.85", rasterized=True, linewidths=0)
-        ax.scatter(x[:, 0], x[:, 1], s=0.8, color=style.color(k.run.method), rasterized=True,
-                   linewidths=0)  # fmt: skip
+        ax.scatter(
+            x[:, 0], x[:, 1], s=0.8, color=style.color(k.run.method), rasterized=True, linewidths=0
+        )
 
 
 def figure(kept: dict[str, Kept], nfes: list[int]) -> Figure:

@@ -76,15 +76,18 @@ def ratio_box(ax: Axes, s: pd.DataFrame, x: str, metric: str, velocity: str) -> 
     d = dop.iloc[0]
     ratio = d[x] / best[x]
     ax.annotate(
-        "", xy=(best[x], best["mean"]), xytext=(d[x], d["mean"]),
+        "",
+        xy=(best[x], best["mean"]),
+        xytext=(d[x], d["mean"]),
         arrowprops=dict(arrowstyle="->", color="0.3", lw=0.8, shrinkA=6, shrinkB=4),
-    )  # fmt: skip
+    )
     what = "less time" if x == "sec" else "fewer NFE"
     num = f"{ratio:,.0f}" if ratio >= 100 else f"{ratio:.2g}"
     title = f"{best['method']} at NFE 1: {num}x {what}\nthan {adaptive} ({metric} "
     title += f"{fmt(best['mean'])} vs {fmt(d['mean'])})"
-    box = ax.legend(handles=[], title=title,
-                    loc="best", title_fontsize=6.5, frameon=True, framealpha=0.9)  # fmt: skip
+    box = ax.legend(
+        handles=[], title=title, loc="best", title_fontsize=6.5, frameon=True, framealpha=0.9
+    )
     box.get_frame().set(edgecolor="0.8", linewidth=0.5)
     box.set_gid("ratio")
 
@@ -109,8 +112,11 @@ def draw(ax: Axes, s: pd.DataFrame, x: str, metric: str, velocity: str) -> None:
 
 def figure(rows: pd.DataFrame) -> Figure:
     """Rows: (dataset, teacher velocity); columns: metric vs time per sample, metric vs NFE."""
-    panels = [(d, v, g) for d in sorted(rows["dataset"].unique())
-              for v, g in groups(rows[rows["dataset"] == d])]  # fmt: skip
+    panels = [
+        (d, v, g)
+        for d in sorted(rows["dataset"].unique())
+        for v, g in groups(rows[rows["dataset"] == d])
+    ]
     fig = style.figure(len(panels), 2, row=2.3)
     axes = fig.subplots(len(panels), 2, squeeze=False)
     for i, (d, v, g) in enumerate(panels):
@@ -121,8 +127,9 @@ def figure(rows: pd.DataFrame) -> Figure:
             ax.set_gid(f"{d}/{v}/{x}")
             draw(ax, s, x, metric, v)
             ax.set_xlabel(label)
-            ax.set_title(f"{d}, against {v}-*: quality vs {'time' if x == 'sec' else 'NFE'}",
-                         loc="left")  # fmt: skip
+            ax.set_title(
+                f"{d}, against {v}-*: quality vs {'time' if x == 'sec' else 'NFE'}", loc="left"
+            )
         axes[i, 0].set_ylabel(f"{metric} (lower is better)")
     style.legend(fig, axes.flat)
     return fig
@@ -130,13 +137,18 @@ def figure(rows: pd.DataFrame) -> Figure:
 
 def notes_for(rows: pd.DataFrame) -> list[str]:
     """Rows of panels whose baselines are missing, and a missing ``teacher`` column."""
-    notes = [] if "teacher" in rows else [
-        "no teacher column in metrics.csv: every method compared with fm-* rows"]  # fmt: skip
+    notes = (
+        []
+        if "teacher" in rows
+        else ["no teacher column in metrics.csv: every method compared with fm-* rows"]
+    )
     for d in sorted(rows["dataset"].unique()):
         for v, g in groups(rows[rows["dataset"] == d]):
             if not g["method"].map(lambda m: m in BASELINES).any():
-                notes.append(f"{d}: no {v}-* baseline rows, methods taught by {v} drawn without "
-                             f"them (run: {run_command(d, v)})")  # fmt: skip
+                notes.append(
+                    f"{d}: no {v}-* baseline rows, methods taught by {v} drawn without "
+                    f"them (run: {run_command(d, v)})"
+                )
     return notes
 
 

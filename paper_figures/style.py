@@ -102,12 +102,20 @@ def band(ax: Axes, x: Any, mean: Any, std: Any, method: str) -> None:
     if not (std > 0).any():
         return
     if len(x) == 1:
-        bars = ax.errorbar(x, mean, yerr=std, fmt="none", ecolor=color(method), capsize=2,
-                           elinewidth=0.8)  # fmt: skip
+        bars = ax.errorbar(
+            x, mean, yerr=std, fmt="none", ecolor=color(method), capsize=2, elinewidth=0.8
+        )
         bars.lines[2][0].set_gid(f"{method}/band")
         return
-    ax.fill_between(x, mean - std, mean + std, color=color(method), alpha=0.18, linewidth=0,
-                    gid=f"{method}/band")  # fmt: skip
+    ax.fill_between(
+        x,
+        mean - std,
+        mean + std,
+        color=color(method),
+        alpha=0.18,
+        linewidth=0,
+        gid=f"{method}/band",
+    )
 
 
 def is_learned(method: str) -> bool:
@@ -189,13 +197,26 @@ def family_legends(fig: Figure, axes: np.ndarray, columns: Sequence[str | None])
             names = sorted(mine)
             ax = axes[-1, j]  # 30 pt under the axes: below tick labels and x label at any height
             below = offset_copy(ax.transAxes, fig=fig, y=-30, units="points")
-            ax.legend([mine[n] for n in names], names, loc="upper center", bbox_to_anchor=(0.5, 0),
-                      bbox_transform=below, ncol=2 if len(names) > 3 else 1, fontsize=6.5,
-                      handlelength=1.8)  # fmt: skip
+            ax.legend(
+                [mine[n] for n in names],
+                names,
+                loc="upper center",
+                bbox_to_anchor=(0.5, 0),
+                bbox_transform=below,
+                ncol=2 if len(names) > 3 else 1,
+                fontsize=6.5,
+                handlelength=1.8,
+            )
     if refs:
         names = order(refs)
-        fig.legend([refs[n] for n in names], names, loc="outside upper center",
-                   ncol=len(names), fontsize=6.5, handlelength=2.0)  # fmt: skip
+        fig.legend(
+            [refs[n] for n in names],
+            names,
+            loc="outside upper center",
+            ncol=len(names),
+            fontsize=6.5,
+            handlelength=2.0,
+        )
 
 
 def _balanced(n: int, most: int) -> int:

@@ -53,8 +53,14 @@ def draw_losses(ax: Axes, logs: dict[Run, pd.DataFrame]) -> None:
     for run, log in logs.items():
         label = None if run.method in labelled else run.method
         labelled.add(run.method)
-        ax.plot(log["step"], log["loss"], color=style.color(run.method), label=label,
-                gid=f"{run.method}/s{run.seed}", lw=1.1)  # fmt: skip
+        ax.plot(
+            log["step"],
+            log["loss"],
+            color=style.color(run.method),
+            label=label,
+            gid=f"{run.method}/s{run.seed}",
+            lw=1.1,
+        )
     style.maybe_log_y(ax, pd.concat([log["loss"] for log in logs.values()]))
     ax.set(xlabel="training step", ylabel="training loss")
 
@@ -64,8 +70,17 @@ def draw_costs(ax: Axes, c: pd.DataFrame) -> None:
     y = range(len(c))
     colors = [style.color(m) for m in c.index]
     own = ax.barh(y, c["train_seconds"], color=colors, height=0.7)
-    extra = ax.barh(y, c["teacher_seconds"], left=c["train_seconds"], color=TEACHER_COLOR,
-                    hatch="////", edgecolor="white", lw=0, height=0.7, label="teacher training")  # fmt: skip
+    extra = ax.barh(
+        y,
+        c["teacher_seconds"],
+        left=c["train_seconds"],
+        color=TEACHER_COLOR,
+        hatch="////",
+        edgecolor="white",
+        lw=0,
+        height=0.7,
+        label="teacher training",
+    )
     for m, a, b in zip(c.index, own, extra):
         a.set_gid(f"{m}/train")
         b.set_gid(f"{m}/teacher")

@@ -229,5 +229,9 @@ def test_one_component_equals_the_rotated_gaussian_closed_form():
             torch.full((64,), 0.2, dtype=torch.float64),
             torch.full((64,), 0.7, dtype=torch.float64),
         )
-        torch.testing.assert_close(lr.flow_map(x, s, t, interp, rtol=1e-10), rg.flow_map(x, s, t, interp),
-                                   rtol=0, atol=1e-8)  # fmt: skip
+        torch.testing.assert_close(
+            lr.flow_map(x, s, t, interp, rtol=1e-10),
+            rg.flow_map(x, s, t, interp),
+            rtol=0,
+            atol=1e-8,
+        )

@@ -78,13 +78,24 @@ def row_dicts(dataset: str, table: dict, metrics: dict[str, float], teacher: boo
             for metric, scale in metrics.items():
                 na = math.isnan(v)
                 row = dict(
-                    method=m, dataset=dataset, seed=seed, nfe=nfe, metric=metric,
-                    value=v * scale, n_samples=N, sample_seconds=math.nan if na else 0.01 * N * nfe,
-                    note="n/a" if na else "", train_steps=10, train_images=1280,
-                    train_seconds=TRAIN.get(cell, 0.0), teacher_steps=0,
-                    teacher_seconds=TEACHER_SECONDS.get(m, 0.0), budget="smoke", git_sha="x",
+                    method=m,
+                    dataset=dataset,
+                    seed=seed,
+                    nfe=nfe,
+                    metric=metric,
+                    value=v * scale,
+                    n_samples=N,
+                    sample_seconds=math.nan if na else 0.01 * N * nfe,
+                    note="n/a" if na else "",
+                    train_steps=10,
+                    train_images=1280,
+                    train_seconds=TRAIN.get(cell, 0.0),
+                    teacher_steps=0,
+                    teacher_seconds=TEACHER_SECONDS.get(m, 0.0),
+                    budget="smoke",
+                    git_sha="x",
                     run=f"{cell}-s{seed}",
-                )  # fmt: skip
+                )
                 if teacher:
                     row |= dict(teacher=TEACHER.get(m, ""), init="scratch", weights="raw")
                 out.append(row)
@@ -148,9 +159,12 @@ def write_logs(root: Path) -> None:
     for (m, seed), by_nfe in CONVERGENCE.items():
         d = root / "gmm" / "runs" / f"{m}-s{seed}"
         d.mkdir(parents=True, exist_ok=True)
-        rows = [dict(step=s, method=m, seed=seed, nfe=k, metric=metric, value=v * scale)
-                for k, values in by_nfe.items() for s, v in zip(STEPS, values)
-                for metric, scale in (("w2", 1.0), ("flowmap_err", 0.5))]  # fmt: skip
+        rows = [
+            dict(step=s, method=m, seed=seed, nfe=k, metric=metric, value=v * scale)
+            for k, values in by_nfe.items()
+            for s, v in zip(STEPS, values)
+            for metric, scale in (("w2", 1.0), ("flowmap_err", 0.5))
+        ]
         pd.DataFrame(rows).to_csv(d / "convergence.csv", index=False)
 
 

@@ -40,8 +40,12 @@ def test_fid_vs_nfe_one_panel_per_family_with_an_other_panel(figs):
     axes = by_gid(fig)
     families = ("consistency", "teacher-distilled", "self-distilled", "other")
     assert set(axes) == {f"gmm/{m}/{f}" for m in ("w2", "flowmap_err") for f in families}
-    members = {"consistency": {"ct"}, "teacher-distilled": {"lmd", "pd"},
-               "self-distilled": {"meanflow"}, "other": {"mystery"}}  # fmt: skip
+    members = {
+        "consistency": {"ct"},
+        "teacher-distilled": {"lmd", "pd"},
+        "self-distilled": {"meanflow"},
+        "other": {"mystery"},
+    }
     learned = {"ct", "lmd", "pd", "meanflow", "mystery"}
     for f, want in members.items():
         ax = axes[f"gmm/w2/{f}"]
@@ -112,8 +116,10 @@ def test_speedup_compares_each_method_with_its_teachers_baselines(figs):
     on = {ax: {ln.get_gid() for ln in ax.get_lines()} for ax in (exact, fm)}
     assert {"lmd", "pd", "exact-euler", "exact-heun", "exact-dopri5", "exact"} == on[exact]
     assert {"ct", "meanflow", "mystery", "fm-euler", "fm-heun", "fm-dopri5", "exact"} == on[fm]
-    box = {ax: next(a for a in ax.findobj() if getattr(a, "get_gid", lambda: None)() == "ratio")
-           for ax in (exact, fm)}  # fmt: skip
+    box = {
+        ax: next(a for a in ax.findobj() if getattr(a, "get_gid", lambda: None)() == "ratio")
+        for ax in (exact, fm)
+    }
     assert "lmd at NFE 1: 50x fewer NFE\nthan exact-dopri5" in box[exact].get_title().get_text()
     assert "meanflow at NFE 1: 100x fewer NFE\nthan fm-dopri5" in box[fm].get_title().get_text()
     (lmd,) = lines(axes["gmm/exact/sec"], "lmd")

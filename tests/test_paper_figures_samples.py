@@ -44,8 +44,10 @@ def test_samples_rows_are_the_exact_map_then_methods_and_columns_nfe(figs):
         "pd",
     ]  # ct kept no samples: a note, not a row
     assert set(axes) == {f"{m}/nfe{k}" for m in rows for k in (1, 2, 4, 8)}
-    firsts = sorted((ax for ax in fig.axes if ax.get_gid().endswith("/nfe1")),
-                    key=lambda ax: -ax.get_position().y0)  # fmt: skip
+    firsts = sorted(
+        (ax for ax in fig.axes if ax.get_gid().endswith("/nfe1")),
+        key=lambda ax: -ax.get_position().y0,
+    )
     assert [ax.get_ylabel() for ax in firsts] == ["exact map", *rows[1:]]
     assert [axes[f"exact/nfe{k}"].axison for k in (1, 2, 4, 8)] == [True, False, False, False]
 
@@ -70,8 +72,10 @@ def test_samples_mark_na_and_not_run_cells(figs):
 
 def test_a_cell_without_samples_is_a_note_with_the_command(figs):
     notes = figs["samples"].notes
-    want = ("gmm: no samples.npz for ct at seed 0, left out (rerun: python -m benchmarks.run "
-            "--methods ct --dataset gmm --budget smoke --seeds 0 --force)")  # fmt: skip
+    want = (
+        "gmm: no samples.npz for ct at seed 0, left out (rerun: python -m benchmarks.run "
+        "--methods ct --dataset gmm --budget smoke --seeds 0 --force)"
+    )
     assert want in notes
     assert want in figs["flow_map_2d"].notes
 
@@ -104,8 +108,13 @@ def test_mosaic_falls_back_to_2x2():
 
 def test_flow_map_2d_annotates_the_hand_computed_error(figs):
     axes = by_gid(figs["flow_map_2d"].figures["flow_map_2d"])
-    for (m, k), want in {("lmd", 1): "1.25", ("lmd", 2): "0.25", ("lmd", 4): "0.00",
-                         ("pd", 1): "0.50", ("fm", 1): "1.00"}.items():  # fmt: skip
+    for (m, k), want in {
+        ("lmd", 1): "1.25",
+        ("lmd", 2): "0.25",
+        ("lmd", 4): "0.00",
+        ("pd", 1): "0.50",
+        ("fm", 1): "1.00",
+    }.items():
         assert texts(axes[f"{m}/nfe{k}"]) == [f"err {want}"], (m, k)
     assert texts(axes["pd/nfe2"]) == ["n/a"]
     # meanflow kept another noise: its points are drawn, an error would be meaningless
@@ -145,8 +154,10 @@ def test_without_an_exact_cell_errors_are_left_out_with_the_command(results, tmp
     made = flow_map_2d.make(copy, tmp_path / "out")
     axes = by_gid(made.figures["flow_map_2d"])
     assert texts(axes["lmd/nfe1"]) == [] and not lines(axes["lmd/traj"], "exact/0")
-    assert ("gmm: no exact cell at seed 0, errors and exact paths left out (run: "
-            "python -m benchmarks.run --methods exact --dataset gmm --seeds 0)") in made.notes  # fmt: skip
+    assert (
+        "gmm: no exact cell at seed 0, errors and exact paths left out (run: "
+        "python -m benchmarks.run --methods exact --dataset gmm --seeds 0)"
+    ) in made.notes
     assert "exact/nfe1" not in by_gid(samples.make(copy, tmp_path / "out").figures["samples_gmm"])
 
 
@@ -159,5 +170,7 @@ def test_no_samples_at_all_is_a_skip_naming_the_rerun(results, tmp_path):
         with pytest.raises(Skip) as e:
             module.make(copy, tmp_path / "out")
         assert e.value.reason == f"no samples.npz under {copy / 'gmm' / 'runs'}"
-        assert e.value.command == ("python -m benchmarks.run --methods ct,exact,fm,lmd,meanflow,"
-                                   "mystery,pd --dataset gmm --budget smoke --seeds 0,1 --force")  # fmt: skip
+        assert e.value.command == (
+            "python -m benchmarks.run --methods ct,exact,fm,lmd,meanflow,"
+            "mystery,pd --dataset gmm --budget smoke --seeds 0,1 --force"
+        )

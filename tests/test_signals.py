@@ -24,9 +24,9 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
 def _cli(out: Path, methods: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "benchmarks.run", "--methods", methods, "--dataset", "gmm",
-            "--budget", "smoke", "--out", str(out), "--quiet", "train.steps=1500",
-            "train.log_every=10", "train.ckpt_every=500", *extra]  # fmt: skip
+    run = [sys.executable, "-m", "benchmarks.run", "--methods", methods, "--out", str(out)]
+    flags = "--dataset gmm --budget smoke --quiet train.steps=1500 train.log_every=10"
+    return [*run, *flags.split(), "train.ckpt_every=500", *extra]
 
 
 def _log_steps(out: Path, method: str) -> list[int]:
@@ -36,8 +36,14 @@ def _log_steps(out: Path, method: str) -> list[int]:
 
 def _start_and_wait(out: Path, methods: str, min_step: int, *extra: str) -> subprocess.Popen:
     """Start a run; return once every method's log has passed ``min_step``."""
-    proc = subprocess.Popen(_cli(out, methods, *extra), cwd=ROOT, env=ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        _cli(out, methods, *extra),
+        cwd=ROOT,
+        env=ENV,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 240
     while any(max(_log_steps(out, m), default=0) < min_step for m in methods.split(",")):
         if proc.poll() is not None or time.time() > deadline:
@@ -92,8 +98,9 @@ def test_interrupt_stops_every_worker_of_jobs_2(reference, tmp_path) -> None:
         assert 30 <= ckpt["step"] < 1500
     subprocess.run(_cli(tmp_path, "lmd,ct", "--jobs", "2"), check=True, cwd=ROOT, env=ENV)
     pd.testing.assert_frame_equal(_values(tmp_path), _values(reference))
-    pd.testing.assert_frame_equal(_values(tmp_path, "convergence.csv"),
-                                  _values(reference, "convergence.csv"))  # fmt: skip
+    pd.testing.assert_frame_equal(
+        _values(tmp_path, "convergence.csv"), _values(reference, "convergence.csv")
+    )
 
 
 def test_sigkill_then_resume_matches_uninterrupted(reference, tmp_path) -> None:
@@ -103,8 +110,9 @@ def test_sigkill_then_resume_matches_uninterrupted(reference, tmp_path) -> None:
     assert not (tmp_path / "gmm" / "metrics.csv").exists()
     subprocess.run(_cli(tmp_path, "lmd,ct"), check=True, cwd=ROOT, env=ENV)
     pd.testing.assert_frame_equal(_values(tmp_path), _values(reference))
-    pd.testing.assert_frame_equal(_values(tmp_path, "convergence.csv"),
-                                  _values(reference, "convergence.csv"))  # fmt: skip
+    pd.testing.assert_frame_equal(
+        _values(tmp_path, "convergence.csv"), _values(reference, "convergence.csv")
+    )
     assert not list(tmp_path.rglob("*.tmp")), "partial files left behind"
 
 

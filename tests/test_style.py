@@ -46,6 +46,9 @@ def test_no_private_imports_across_modules_and_no_mock_in_the_code() -> None:
                 if node.module.startswith("unittest") and path.parts[-2] != "tests":
                     bad.append(f"{path.relative_to(ROOT)}: imports {node.module}")
             if isinstance(node, ast.Import) and path.relative_to(ROOT).parts[0] != "tests":
-                bad += [f"{path.relative_to(ROOT)}: import {a.name}" for a in node.names
-                        if a.name.startswith("unittest")]  # fmt: skip
+                bad += [
+                    f"{path.relative_to(ROOT)}: import {a.name}"
+                    for a in node.names
+                    if a.name.startswith("unittest")
+                ]
     assert not bad, bad

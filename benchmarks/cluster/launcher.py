@@ -114,7 +114,7 @@ class CellTask(submitit.helpers.Checkpointable):
             "host": socket.gethostname(),
             "requeues": max(
                 int(os.environ.get("SLURM_RESTART_COUNT", "0")), int(old.get("requeues", 0))
-            ),  # fmt: skip
+            ),
             "stopped_at": old.get("stopped_at", []),  # steps of the checkpoints taken on signals
         }
         try:
@@ -158,8 +158,9 @@ def to_submit(specs: list[CellSpec]) -> list[CellSpec]:
     return todo
 
 
-def launch(specs: list[CellSpec], launcher: str, res: dict, folder: Path, *, wait: bool,
-           dry_run: bool) -> list:  # fmt: skip
+def launch(
+    specs: list[CellSpec], launcher: str, res: dict, folder: Path, *, wait: bool, dry_run: bool
+) -> list:
     """Submit (or, with ``dry_run``, print the sbatch scripts of) the cells; returns the jobs.
 
     ``debug`` runs each array in this process right away (a failed cell is recorded, not raised).
@@ -209,8 +210,14 @@ def submit(args, specs: list[CellSpec], folder: Path) -> int:
             shutil.rmtree(s.dir, ignore_errors=True)
     specs = specs if args.dry_run else to_submit(specs)
     if specs:
-        launch(specs, args.launcher, res, Path(args.out) / ".submitit" / "%j",
-               wait=args.wait, dry_run=args.dry_run)  # fmt: skip
+        launch(
+            specs,
+            args.launcher,
+            res,
+            Path(args.out) / ".submitit" / "%j",
+            wait=args.wait,
+            dry_run=args.dry_run,
+        )
     if not args.dry_run and (args.wait or args.launcher == "debug"):
         collect(folder)
     return 0

@@ -43,8 +43,9 @@ def stand_in_slurm() -> Iterator[tuple[Path, Path]]:
             os.environ["PATH"] = old
 
 
-def preview(groups: list[list], launcher: str, executor: Callable, task: Callable,
-            folder: Path) -> None:  # fmt: skip
+def preview(
+    groups: list[list], launcher: str, executor: Callable, task: Callable, folder: Path
+) -> None:
     """Print each array's cells and sbatch script. ``executor(dependency, folder)`` builds the
     executor the real launch would use, with submitit's log ``folder`` replaced."""
     dependency = None

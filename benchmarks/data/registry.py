@@ -201,10 +201,14 @@ def cifar_gmm_oracle(cfg: RunConfig):
     images, labels = C.load_source(train_root) if train_root else C.load_source()
     oracle = C.fit_cached(images, labels, cfg.data.resolution, cfg.data.rank, cache)
     source = "CIFAR-10 train" if train_root else "CIFAR-10 (JPEG test copy)"
-    info = dict(source=source, fit_sha=C.source_hash(images, labels)[:12],
-                resolution=cfg.data.resolution, rank=cfg.data.rank,
-                variance_captured=[round(float(v), 4) for v in C.variance_captured(oracle)],
-                weights=[round(float(w), 4) for w in oracle.weights])  # fmt: skip
+    info = dict(
+        source=source,
+        fit_sha=C.source_hash(images, labels)[:12],
+        resolution=cfg.data.resolution,
+        rank=cfg.data.rank,
+        variance_captured=[round(float(v), 4) for v in C.variance_captured(oracle)],
+        weights=[round(float(w), 4) for w in oracle.weights],
+    )
     return oracle, info
 
 

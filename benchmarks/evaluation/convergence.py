@@ -29,8 +29,9 @@ def milestones(steps: int, fractions: tuple[float, ...]) -> list[int]:
     return sorted({max(1, math.ceil(f * steps)) for f in fractions})
 
 
-def prober(folder: Path, method: Method, fm: FlowMap, scorer: Scorer, steps: int,
-           extra: dict) -> Callable[[int], None]:  # fmt: skip
+def prober(
+    folder: Path, method: Method, fm: FlowMap, scorer: Scorer, steps: int, extra: dict
+) -> Callable[[int], None]:
     """``on_step(done)`` for the training loop: probe at the milestones, once per step."""
     path, at = folder / CONVERGENCE, set(milestones(steps, scorer.cfg.convergence))
     n = min(scorer.cfg.convergence_samples, scorer.cfg.n_samples)

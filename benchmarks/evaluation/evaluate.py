@@ -219,8 +219,10 @@ def probe(method: Method, fm: FlowMap, scorer: Scorer, n: int) -> list[dict]:
             scores = scorer.score(
                 samples, exact=scorer.exact_samples[:n] if scorer.has_oracle else None
             )
-            rows += [dict(method=method.name, nfe=nfe, metric=k, value=v, n_samples=n)
-                     for k, v in scores.items()]  # fmt: skip
+            rows += [
+                dict(method=method.name, nfe=nfe, metric=k, value=v, n_samples=n)
+                for k, v in scores.items()
+            ]
     return rows
 
 

@@ -41,8 +41,9 @@ def report_folder(folder: Path, cells: list[Path]) -> list[Path]:
     conv = pd.concat([read_rows(p) for p in found], ignore_index=True) if found else None
     if conv is not None:
         order = ["method", "seed", "step", "nfe", "metric"]
-        write_csv(conv.sort_values(order, kind="stable").reset_index(drop=True),
-                  folder / CONVERGENCE)  # fmt: skip
+        write_csv(
+            conv.sort_values(order, kind="stable").reset_index(drop=True), folder / CONVERGENCE
+        )
     return write_reports(merged, folder, conv)
 
 

@@ -34,8 +34,10 @@ def compare(new: Path, ref: Path, seeds: list[int] | None = None) -> tuple[bool,
     """(identical, report lines) for the rows of ``new`` and ``ref`` (see the module doc)."""
     a, b = _load(new, seeds), _load(ref, seeds)
     both = a.add_suffix("_new").join(b.add_suffix("_ref"), how="inner")
-    only = [f"only in {new}: {len(a.index.difference(b.index))} rows",
-            f"only in {ref}: {len(b.index.difference(a.index))} rows"]  # fmt: skip
+    only = [
+        f"only in {new}: {len(a.index.difference(b.index))} rows",
+        f"only in {ref}: {len(b.index.difference(a.index))} rows",
+    ]
     va, vb = both["value_new"].to_numpy(float), both["value_ref"].to_numpy(float)
     same = (va == vb) | (np.isnan(va) & np.isnan(vb))
     same &= (both["note_new"] == both["note_ref"]).to_numpy()

@@ -43,11 +43,19 @@ def failure_rows(d: Path) -> pd.DataFrame:
     note = failure_note(state.get("kind", "error"), state.get("step"), state.get("reason", ""))
     method = d.name.rsplit("-s", 1)[0]
     rows = [
-        dict(method=method, dataset=cfg.dataset, seed=seed, nfe=n, metric=m, note=note,
-             budget=cfg.budget, run=d.name)
+        dict(
+            method=method,
+            dataset=cfg.dataset,
+            seed=seed,
+            nfe=n,
+            metric=m,
+            note=note,
+            budget=cfg.budget,
+            run=d.name,
+        )
         for n in cfg.eval.nfe
         for m in names
-    ]  # fmt: skip
+    ]
     return pd.DataFrame(rows)
 
 

@@ -183,8 +183,9 @@ def _log_window(
 
 
 # ---------------------------------------------------------------- the loop
-def _probe(on_step, prog: Progress, p: Parts, batches: BatchSampler, run_dir: Path,
-           total: int) -> None:  # fmt: skip
+def _probe(
+    on_step, prog: Progress, p: Parts, batches: BatchSampler, run_dir: Path, total: int
+) -> None:
     """A probe cut off by a stop request: save this step, so that the rerun resumes here and redoes
     the probe (one rank; with several, the stop is raised as is and the rerun resumes from the
     last periodic checkpoint, since saving is collective)."""
@@ -227,8 +228,8 @@ def train(
     autocast = autocast_for(device)
     prog.window = torch.zeros(cfg.log_every, device=device) if prog.window is None else prog.window
     prog.window = prog.window.to(device)
-    bar = tqdm(total=cfg.steps, initial=prog.step, desc=p.method.name, position=position,
-               disable=quiet or not main, dynamic_ncols=True, leave=position is None)  # fmt: skip
+    shown = dict(position=position, disable=quiet or not main, leave=position is None)
+    bar = tqdm(total=cfg.steps, initial=prog.step, desc=p.method.name, dynamic_ncols=True, **shown)
     p.fm.train()
     t0, base = time.perf_counter(), prog.seconds
     with (run_dir / LOG).open("a") if main else open(os.devnull, "w") as log:
