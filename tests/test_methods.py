@@ -26,13 +26,8 @@ from torch import nn
 from benchmarks.training.nets import MLP
 from methods import METHODS, NotApplicable, build_config
 from unify import ExactMapTeacher, FlowMap, Linear, Trig, VelocityTeacher
-from unify.exact import (
-    GaussianMixture,
-    GaussianTarget,
-    LowRankGaussianMixture,
-    OracleNet,
-    RotatedGaussian,
-)
+from unify.exact import GaussianMixture, GaussianTarget, OracleNet, RotatedGaussian
+from unify.lowrank import LowRankGaussianMixture
 
 NAMES = sorted(METHODS)
 EPS = 0.2
