@@ -10,7 +10,7 @@ from torch import Tensor
 
 import unify
 from methods.base import Logs, Method, register
-from methods.common import noise_like, split_count
+from methods.common import like_or_default, logit_normal, noise_like, split_count
 from unify.flowmap import FlowMap, eulerian_tangent
 from unify.interpolant import bcast
 
@@ -100,12 +100,10 @@ class AlphaFlow(Method):
     ) -> tuple[Tensor, Tensor]:
         """(s, t), each (n,): the first ``split_count(n, fm_frac)`` on the diagonal s = t, the rest
         a sorted pair of logit-normal draws (the official FM part first, then the minmax pairs)."""
-        kw = {"dtype": like.dtype, "device": like.device} if like is not None else {}
-        n_fm = split_count(n, self.cfg.fm_frac)
+        like, n_fm = like_or_default(like), split_count(n, self.cfg.fm_frac)
 
         def draw(k: int) -> Tensor:
-            z = torch.randn(k, generator=generator, **kw)
-            return torch.sigmoid(self.cfg.mean + self.cfg.std * z)
+            return logit_normal(k, like, self.cfg.mean, self.cfg.std, generator)
 
         tau = draw(n_fm)
         a, b = draw(n - n_fm), draw(n - n_fm)

@@ -17,10 +17,10 @@ from torch import Tensor
 import unify
 from methods._pipeline import two_stage
 from methods.base import Logs, Method
-from methods.common import consistency_grid, noise_like, pseudo_huber
+from methods.common import consistency_grid, like_or_default, noise_like, pseudo_huber
 from methods.ct import ConsistencyTraining
 from methods.meanflow import MeanFlow
-from unify.edm import EDM_SIGMA_DATA, data_scale, time_of_edm_sigma
+from unify.edm import data_scale, time_of_edm_sigma
 from unify.flowmap import FlowMap
 
 SOLVERS = ("dpm++", "teacher")
@@ -102,14 +102,6 @@ class ConsistencyMidTraining(Method):
             if not 0 < self.sigma_min < self.sigma_max:
                 raise ValueError("need 0 < sigma_min < sigma_max")
 
-    @property
-    def sigma_data(self) -> float:
-        return getattr(self, "_sigma_data", EDM_SIGMA_DATA)
-
-    @sigma_data.setter
-    def sigma_data(self, value: float) -> None:
-        self._sigma_data = float(value)
-
     def grid(self) -> tuple[list[float], Tensor]:
         """(EDM sigmas, our times), nfe + 1 each: the official ``get_time_steps('logSNR')``."""
         lam_t, lam_0 = -math.log(self.cfg.sigma_max), -math.log(self.cfg.sigma_min)
@@ -129,8 +121,8 @@ class ConsistencyMidTraining(Method):
     ) -> tuple[Tensor, Tensor]:
         """(s, t) of the student points of a batch of n: the grid times tau_0..tau_{N-1}, each for
         max(1, n // N) trajectories (time-major, as the official ``timesteps.T``), and t = 1."""
-        kw = {"dtype": like.dtype, "device": like.device} if like is not None else {}
-        taus = self.grid()[1][:-1].to(**kw)
+        like = like_or_default(like)
+        taus = self.grid()[1][:-1].to(dtype=like.dtype, device=like.device)
         s = taus.repeat_interleave(max(1, n // self.cfg.nfe))
         return s, torch.ones_like(s)
 
@@ -183,8 +175,7 @@ class ConsistencyMidTraining(Method):
     ) -> Tensor:
         """Consistency multistep (map to the data end, re-noise); 2 steps re-noise at mid_sigma."""
         self.check_nfe(nfe)
-        mid = self.cfg.mid_sigma
-        grid = consistency_grid(nfe, self.interpolant, mid and mid / data_scale(self.sigma_data))
+        grid = consistency_grid(nfe, self.interpolant, self.cfg.mid_sigma, self.sigma_data)
         return unify.consistency_sample(flow_map, x0, nfe, self.interpolant, grid, generator)
 
 

@@ -10,7 +10,7 @@ from torch import Tensor
 
 import unify
 from methods.base import Logs, Method, register
-from methods.common import noise_like, split_count
+from methods.common import like_or_default, logit_normal, noise_like, split_count
 from unify.flowmap import FlowMap
 from unify.interpolant import bcast
 
@@ -89,11 +89,10 @@ class SolutionFlow(Method):
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(r_fm, s, t, l): FM times (first ``split_count(n, fm_frac)``) and the consistency
         triples of the rest, s < l <= t, as the official ``train.py`` / ``get_l`` draw them."""
-        kw = {"dtype": like.dtype, "device": like.device} if like is not None else {}
-        c, n_fm = self.cfg, split_count(n, self.cfg.fm_frac)
+        like, c, n_fm = like_or_default(like), self.cfg, split_count(n, self.cfg.fm_frac)
 
         def ln(k: int, mean: float, std: float) -> Tensor:
-            return torch.sigmoid(mean + std * torch.randn(k, generator=generator, **kw))
+            return logit_normal(k, like, mean, std, generator)
 
         r_fm = ln(n_fm, c.fm_mean, c.fm_std)
         s = ln(n - n_fm, c.start_mean, c.start_std).clamp(max=1 - 1e-4)  # code: t_c >= 1e-4

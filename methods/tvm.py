@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from methods.base import Logs, Method, ema_update, frozen_copy, register
-from methods.common import noise_like
+from methods.common import like_or_default, logit_normal, noise_like, uniform
 from unify.flowmap import FlowMap, map_dt
 
 
@@ -73,19 +73,14 @@ class TerminalVelocityMatching(Method):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """(s, t, r), each (n,): gap = t - s, t truncated to t >= gap by inverse-CDF sampling as
         in the official ``sample_ts`` (there on s_c = 1 - t), and the independent FM time r."""
-        kw = {"dtype": like.dtype, "device": like.device} if like is not None else {}
-        c = self.cfg
-
-        def randn() -> Tensor:
-            return torch.randn(n, generator=generator, **kw)
-
-        gap = torch.sigmoid(c.gap_mean + c.gap_std * randn())
+        like, c = like_or_default(like), self.cfg
+        gap = logit_normal(n, like, c.gap_mean, c.gap_std, generator)
         # z = (logit t - mean) / std ~ N(0, 1) given z >= a: -z = ndtri(U * ndtr(-a))
         a = (torch.logit(gap) - c.mean) / c.std
-        u = torch.rand(n, generator=generator, **kw)
+        u = uniform(n, like, generator=generator)
         t = torch.sigmoid(c.mean - c.std * torch.special.ndtri(u * torch.special.ndtr(-a)))
         s = (t - gap).clamp(min=0.0)  # code: t_c = min(s_c + gap, 1)
-        r = torch.sigmoid(c.mean + c.std * randn())
+        r = logit_normal(n, like, c.mean, c.std, generator)
         return s, t, r
 
     def terminal_residual(self, flow_map: FlowMap, x: Tensor, s: Tensor, t: Tensor) -> Tensor:
