@@ -99,9 +99,13 @@ def test_alphaflow_limit_is_the_meanflow_target():
 # ---------------------------------------------------------------- SoFlow (r -> 0 only)
 @pytest.mark.parametrize(
     ("r", "a_ref", "b_ref", "var_ref"),
-    [(0.3, -2.39e-2, 5.99e-2, 0.210), (0.1, -5.59e-3, 1.40e-2, 0.148),
-     (0.01, -4.81e-4, 1.20e-3, 0.128), (0.001, -4.74e-5, 1.19e-4, 0.126)],
-)  # fmt: skip
+    [
+        (0.3, -2.39e-2, 5.99e-2, 0.210),
+        (0.1, -5.59e-3, 1.40e-2, 0.148),
+        (0.01, -4.81e-4, 1.20e-3, 0.128),
+        (0.001, -4.74e-5, 1.19e-4, 0.126),
+    ],
+)
 def test_soflow_bias_within_5_percent(r, a_ref, b_ref, var_ref):
     method, fm, lin = _make("soflow"), _exact(Linear()), Linear()
     s, t = _times(0.2), _times(0.9)
@@ -170,8 +174,25 @@ def test_cmt_euler_control_and_published_grid():
     euler, method = FlowMap(EulerNet(Linear())).double(), _cmt(0.5)
     method.setup(euler, 10)
     assert float(method.loss(euler, x1, 0, x0)[0]) == pytest.approx(0.0767, rel=0.01)
-    published = [0.0123, 0.0237, 0.0449, 0.0835, 0.150, 0.255, 0.399, 0.563, 0.714, 0.829,
-                 0.904, 0.948, 0.972, 0.986, 0.993, 0.996, 0.998]  # fmt: skip
+    published = [
+        0.0123,
+        0.0237,
+        0.0449,
+        0.0835,
+        0.150,
+        0.255,
+        0.399,
+        0.563,
+        0.714,
+        0.829,
+        0.904,
+        0.948,
+        0.972,
+        0.986,
+        0.993,
+        0.996,
+        0.998,
+    ]
     taus = ConsistencyMidTraining(None, Linear(), ExactMapTeacher(TARGET, Linear())).grid()[1]
     assert torch.allclose(taus, torch.tensor(published, dtype=F64), atol=6e-4)
 

@@ -126,10 +126,21 @@ def test_alphaflow_time_law_and_curriculum():
 # ---------------------------------------------------------------- SoFlow
 CONFIGS = {  # official (time_mean, time_std) -> our knobs (means flip sign: tau = 1 - t_c)
     "cifar": ([-0.9, -4.0, -0.9], [1.6, 1.6, 1.6], {}),
-    "imagenet": ([-0.2, -1.0, 0.2], [1.0, 0.8, 0.8],
-                 dict(fm_mean=0.2, fm_std=1.0, end_mean=1.0, end_std=0.8, start_mean=-0.2,
-                      start_std=0.8, r_init=0.1, r_end=0.002)),
-}  # fmt: skip
+    "imagenet": (
+        [-0.2, -1.0, 0.2],
+        [1.0, 0.8, 0.8],
+        dict(
+            fm_mean=0.2,
+            fm_std=1.0,
+            end_mean=1.0,
+            end_std=0.8,
+            start_mean=-0.2,
+            start_std=0.8,
+            r_init=0.1,
+            r_end=0.002,
+        ),
+    ),
+}
 
 
 def soflow_official(n, rng, mean, std, r):

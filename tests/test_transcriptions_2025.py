@@ -90,8 +90,8 @@ def test_tvm_matches_the_official_wrapper():
     ys_prime = (1 - s_prime) * images + s_prime * noise
     v_target = noise - images
     online, teacher = fm.net, method.nets["target"].net
-    F_ts, F_grad = jvp(lambda x_, t_, s_: model(online, x_, t_, s_), (yt, t_c, s_c),
-                       (torch.zeros_like(yt), torch.zeros_like(s_c), torch.ones_like(s_c)))  # fmt: skip
+    tangents = (torch.zeros_like(yt), torch.zeros_like(s_c), torch.ones_like(s_c))
+    F_ts, F_grad = jvp(lambda *a: model(online, *a), (yt, t_c, s_c), tangents)
     f_ts = yt + (s_c - t_c) * F_ts
     df_ds = F_ts + (s_c - t_c) * F_grad
     with torch.no_grad():
@@ -119,7 +119,7 @@ def alphaflow_reference(method, fm, images, noise, t, t_next, alpha, eps=1e-3, c
         mean_c = velocity[mask_c].clone()
         mask_mf = ~torch.isclose(t_next[mask_c], t[mask_c])
         if mask_mf.any():
-            xc, tc, rc, vc = x_t[mask_c][mask_mf], t[mask_c][mask_mf], t_next[mask_c][mask_mf], velocity[mask_c][mask_mf]  # fmt: skip
+            xc, tc, rc, vc = (y[mask_c][mask_mf] for y in (x_t, t, t_next, velocity))
             _, dudt = jvp(u, (xc, rc, tc), (vc, torch.zeros_like(rc), torch.ones_like(tc)))
             mean_c[mask_mf] = vc - e(tc - rc) * dudt
         xd, vd, td, rd, ddt = x_t[mask_d], velocity[mask_d], t[mask_d], t_next[mask_d], dt[mask_d]
@@ -135,7 +135,8 @@ def alphaflow_reference(method, fm, images, noise, t, t_next, alpha, eps=1e-3, c
     mean_velocity = torch.cat([mean_c, mean_d], dim=0)  # the code's order: c first
     pred = u(x_t, t_next, t)
     loss_unscaled = ((pred - mean_velocity) ** 2).flatten(1).mean(1)
-    weight = torch.cat([torch.ones(int(mask_c.sum()), dtype=F64), alpha * torch.ones(int(mask_d.sum()), dtype=F64)])  # fmt: skip
+    n_c, n_d = int(mask_c.sum()), int(mask_d.sum())
+    weight = torch.cat([torch.ones(n_c, dtype=F64), alpha * torch.ones(n_d, dtype=F64)])
     return (weight / (loss_unscaled.detach() + eps) * loss_unscaled).mean()
 
 
@@ -184,8 +185,8 @@ def test_soflow_matches_the_official_loss(fm_frac, step):
     method, fm, _, images, noise = _setup("soflow", fm_frac=fm_frac)
     ours, (r_fm, s, t, _) = _ours(method, fm, images, noise, step)
     c = method.cfg
-    ref = soflow_reference(method, fm, images, noise, 1 - r_fm, 1 - s, 1 - t, method.ratio(step),
-                           c.p, c.eps)  # fmt: skip
+    r = method.ratio(step)
+    ref = soflow_reference(method, fm, images, noise, 1 - r_fm, 1 - s, 1 - t, r, c.p, c.eps)
     _compare(fm, ours, ref)
 
 
