@@ -28,7 +28,7 @@ from unify.lowrank import LowRankGaussianMixture
 
 FIT_VERSION = 1  # bump when the fit changes: it is part of the cache key
 RESOLUTIONS = (8, 16, 32)
-#: the JPEG copy of the CIFAR-10 test set beside the repository (``../shared/data``)
+#: the JPEG copy of the CIFAR-10 test set, in the folder ``shared/data`` beside the repository
 JPEG_TEST_NPZ = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10_jpeg_test.npz"
 _KEYS = ("weights", "means", "U", "lam", "s", "shape")
 
