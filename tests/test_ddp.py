@@ -13,6 +13,7 @@ import json
 import socket
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import nn
@@ -69,6 +70,7 @@ def _curve(out: Path, seed: int = 0) -> list[float]:
     return [json.loads(ln)["loss"] for ln in log.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_gradient_average_equals_full_batch(tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 2))
@@ -82,6 +84,7 @@ def test_gradient_average_equals_full_batch(tmp_path: Path) -> None:
         torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_two_ranks_match_one_process_loss_curve(tmp_path: Path) -> None:
     _train_worker(0, 1, 0, str(tmp_path / "one"), 0)
     _spawn(_train_worker, 2, str(tmp_path / "two"), 0)

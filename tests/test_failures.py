@@ -24,6 +24,7 @@ def _values(path: Path, methods: set[str]) -> pd.DataFrame:
     return df.sort_values(VALUES[:4]).reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_divergence_is_reported_not_raised(tmp_path: Path, capsys) -> None:
     argv = ["--methods", "fm,lmd", "--out", str(tmp_path), *SMOKE]
     assert main([*argv, "train.lr=1e30", "train.clip=0"]) == 1
@@ -53,6 +54,7 @@ def test_divergence_is_reported_not_raised(tmp_path: Path, capsys) -> None:
     assert floor.stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_a_cell_failing_in_evaluation_leaves_the_others_intact(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

@@ -88,6 +88,7 @@ def test_lowrank_equals_full_covariance_mixture(interp):
     torch.testing.assert_close(sigma2 * torch.eye(12, dtype=F64) + f @ f.T, full.cov(), **TIGHT)
 
 
+@pytest.mark.slow
 def test_lowrank_velocity_matches_monte_carlo():
     """b_t(x) = E[dI_t/dt | I_t = x] against the SNIS estimator of test_exact_mixture (M = 200k).
 

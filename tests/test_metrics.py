@@ -148,6 +148,7 @@ def test_frechet_distance_matches_torch_fidelity(n):
     )
 
 
+@pytest.mark.slow
 def test_fid_offline_with_random_weights(tmp_path):
     weights = str(write_random_inception_weights(tmp_path / "inception.pth"))
     g = torch.Generator().manual_seed(4)

@@ -30,6 +30,7 @@ def refuse(*args: object, **kwargs: object) -> NoReturn:
     raise AssertionError("a figure loaded a checkpoint or built a model")
 
 
+@pytest.mark.slow
 def test_every_figure_is_drawn_from_the_results_alone(results, tmp_path, monkeypatch, capsys):
     (results / "gmm" / "runs" / "lmd-s0" / "ckpt.pt").write_bytes(b"never read")
     for name in ("model", "load_problem", "load_weights", "parts"):
@@ -46,6 +47,7 @@ def test_every_figure_is_drawn_from_the_results_alone(results, tmp_path, monkeyp
     assert any(ln.startswith("note samples: gmm: no samples.npz for ct") for ln in out)
 
 
+@pytest.mark.slow
 def test_regenerating_a_figure_writes_identical_bytes(results, tmp_path, monkeypatch):
     """Another SOURCE_DATE_EPOCH (matplotlib's clock for a PDF's date) must not change a byte."""
     only = ["--results", str(results), "--out", str(tmp_path), "--only", "flow_map_2d,convergence"]

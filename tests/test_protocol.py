@@ -90,6 +90,7 @@ def _smoke(out: Path, *extra: str) -> int:
     return main([*base, *extra])
 
 
+@pytest.mark.slow
 def test_oracle_run_has_exact_baselines_convergence_and_provenance(tmp_path: Path) -> None:
     assert _smoke(tmp_path, "--methods", "fm,lmd,meanflow") == 0
     rows = read_rows(tmp_path / "gmm" / "metrics.csv")
@@ -107,6 +108,7 @@ def test_oracle_run_has_exact_baselines_convergence_and_provenance(tmp_path: Pat
     assert "against exact: **lmd**" in speed and "exact-dopri5" in speed
 
 
+@pytest.mark.slow
 def test_jobs_two_equals_jobs_one(tmp_path: Path) -> None:
     args = ["--methods", "lmd,cd,ct", "--seeds", "0,1", "--teacher", "auto"]  # fm runs first
     assert _smoke(tmp_path / "one", *args) == 0

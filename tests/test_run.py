@@ -21,6 +21,7 @@ def _run(tmp: Path, *extra: str) -> int:
     return main(["--dataset", "gmm", "--budget", "smoke", "--out", str(tmp), "--quiet", *extra])
 
 
+@pytest.mark.slow
 def test_every_method_end_to_end(tmp_path: Path) -> None:
     assert _run(tmp_path, "--methods", "all") == 0
     d = tmp_path / "gmm"
@@ -128,6 +129,7 @@ def test_dry_run_writes_nothing_and_loads_no_data(tmp_path: Path, capsys) -> Non
     assert "ImageNet-32 not found" in capsys.readouterr().err and not out.exists()
 
 
+@pytest.mark.slow
 def test_compare_gives_the_reproducibility_verdict(tmp_path: Path, capsys) -> None:
     from benchmarks.report.compare import main as compare
 
@@ -144,6 +146,7 @@ def test_compare_gives_the_reproducibility_verdict(tmp_path: Path, capsys) -> No
     assert "differs:" in text and "largest relative difference 0.333" in text
 
 
+@pytest.mark.slow
 def test_image_path_npz_tiny_unet_with_fid(tmp_path: Path, inception_weights: Path) -> None:
     import numpy as np
 

@@ -67,6 +67,7 @@ def reference(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_saves_the_exact_step_and_resumes(reference, tmp_path, sig, code) -> None:
     proc = _start_and_wait(tmp_path, "lmd", 30)
@@ -87,6 +88,7 @@ def test_interrupt_saves_the_exact_step_and_resumes(reference, tmp_path, sig, co
     pd.testing.assert_frame_equal(got, ref)
 
 
+@pytest.mark.slow
 def test_interrupt_stops_every_worker_of_jobs_2(reference, tmp_path) -> None:
     proc = _start_and_wait(tmp_path, "lmd,ct", 30, "--jobs", "2")
     proc.send_signal(signal.SIGINT)  # to the launcher only: it relays the stop to its workers
@@ -103,6 +105,7 @@ def test_interrupt_stops_every_worker_of_jobs_2(reference, tmp_path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted(reference, tmp_path) -> None:
     proc = _start_and_wait(tmp_path, "lmd,ct", 520)  # past the first periodic checkpoint
     proc.send_signal(signal.SIGKILL)

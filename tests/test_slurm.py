@@ -118,11 +118,13 @@ def _fail_then_resubmit(tmp_path: Path, launcher: str, capsys) -> None:
     assert "4 done" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_debug_launcher_failure_and_resubmission(tmp_path: Path, capsys) -> None:
     _fail_then_resubmit(tmp_path, "debug", capsys)
 
 
 # ------------------------------------------------------------------------------- real Slurm
+@pytest.mark.slow
 def test_slurm_sweep_one_array_matches_local_table(slurm, tmp_path: Path, capsys) -> None:
     src = Path(__file__).parent.parent / "benchmarks" / "sweeps" / "gmm_smoke.yaml"
     out = tmp_path / "sw"
@@ -138,6 +140,7 @@ def test_slurm_sweep_one_array_matches_local_table(slurm, tmp_path: Path, capsys
     pd.testing.assert_frame_equal(_values(root / "metrics.csv"), _values(local / "gmm/metrics.csv"))
 
 
+@pytest.mark.slow
 def test_slurm_usr2_checkpoints_requeues_and_matches_uninterrupted(slurm, tmp_path: Path) -> None:
     steps = ["train.steps=3000", "train.log_every=10", "train.ckpt_every=1000"]
     argv = ["--methods", "fm", *SMOKE, *steps]
@@ -163,5 +166,6 @@ def test_slurm_usr2_checkpoints_requeues_and_matches_uninterrupted(slurm, tmp_pa
     ]
 
 
+@pytest.mark.slow
 def test_slurm_failed_cell_shows_in_status_and_only_it_reruns(slurm, tmp_path, capsys) -> None:
     _fail_then_resubmit(tmp_path, "slurm", capsys)
