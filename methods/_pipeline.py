@@ -6,7 +6,8 @@ second stage's options under their own names (so ``method.<name>.<key>`` reads a
 the first stage's under a prefix, and the split: the first ``round(frac * total_steps)`` steps run
 the first stage (``first_frac``, named per pipeline). Everything the trainer asks is delegated to the
 stage a step falls in, with the step counted from that stage's start, so each stage runs its own
-schedule as over a run of its own length. ``stage`` numbers the stages (the trainer restarts the
+schedule as over a run of its own length; ``post_lr`` scales the learning rate of the second stage
+and ``anneal`` decays it linearly to 0 within each stage (a published per-stage schedule). ``stage`` numbers the stages (the trainer restarts the
 evaluation EMA at each), the hand-off sets the second stage up again from the trained weights
 (target copies start there; a module the optimiser holds keeps its identity), ``state_dict`` holds
 both stages, so a checkpoint of either resumes, and sampling is the second stage's.
@@ -109,8 +110,15 @@ class TwoStage(Method):
         )
 
     def lr_scale(self, step: int) -> float:
+        """The stage's own factor, times ``post_lr`` in the second stage, times 1 - (step - start)
+        / length of the stage with ``anneal``."""
         method, local = self._at(step)
-        return method.lr_scale(local)
+        first = step < self.n_first
+        scale = method.lr_scale(local) * (1.0 if first else self.cfg.post_lr)
+        if self.cfg.anneal:
+            length = self.n_first if first else self.total_steps - self.n_first
+            scale *= max(0.0, 1.0 - local / max(1, length))
+        return scale
 
     def parameters(self) -> list[nn.Parameter]:
         return [p for m in self.stages for p in m.parameters()]
@@ -153,19 +161,22 @@ def two_stage(
     prefix: str,
     frac_name: str = "first_frac",
     frac: float,
+    anneal: bool = False,
+    post_lr: float = 1.0,
     doc: str,
     summary: dict[str, str],
     module: str,
 ) -> type[TwoStage]:
     """Build and register the pipeline ``name``: ``first`` for ``frac`` of the steps, then ``second``.
 
+    ``anneal`` and ``post_lr`` are the defaults of the learning-rate options of the same names.
     Declarations combine the stages': a teacher if either needs one; the second stage's family;
     started from the teacher if either stage is; a semi-gradient if either is; the loss a measure of
     progress only if both are; the exact overrides of both (the first's prefixed); logged exact
     terms only those both stages declare."""
     names1 = [prefix + f.name for f in dataclasses.fields(first.Config)]
     names2 = [f.name for f in dataclasses.fields(second.Config)]
-    clash = set(names1) & set(names2) | {frac_name} & set(names1 + names2)
+    clash = set(names1) & set(names2) | {frac_name, "anneal", "post_lr"} & set(names1 + names2)
     if clash:
         raise ValueError(f"pipeline {name!r}: option names clash: {sorted(clash)}")
 
@@ -177,9 +188,13 @@ def two_stage(
     def post_init(cfg: Any) -> None:
         if not 0.0 <= getattr(cfg, frac_name) <= 1.0:
             raise ValueError(f"{frac_name} must lie in [0, 1], got {getattr(cfg, frac_name)}")
+        if not cfg.post_lr > 0:
+            raise ValueError(f"post_lr must be > 0, got {cfg.post_lr}")
         stage_configs(cfg)  # each stage validates its own options
 
     fields = [(frac_name, float, dataclasses.field(default=frac))]
+    fields += [("anneal", bool, dataclasses.field(default=anneal))]
+    fields += [("post_lr", float, dataclasses.field(default=post_lr))]
     fields += _fields(second.Config, "") + _fields(first.Config, prefix)
     cls_name = "".join(part.capitalize() for part in name.replace("+", "_").split("_"))
     config = dataclasses.make_dataclass(

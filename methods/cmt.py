@@ -180,10 +180,11 @@ class ConsistencyMidTraining(Method):
 
 
 _KEPT = """Kept: mid_frac = 0.75 (sony/cmt CIFAR-10: 300k mid-training + 100k post-training
-iterations at batch 128); the mid stage starts from the teacher's weights when the teacher is a
+iterations at batch 128); the learning rate decays linearly to 0 within each stage, the post stage
+at half the run's (2e-4 then 1e-4); the mid stage starts from the teacher's weights when that is a
 trained fm; the evaluation EMA restarts at the hand-off. Deviations: the online weights are handed
-over (published: the mid-training EMA, 0.999); one optimiser and learning rate for both stages
-(published: RAdam 2e-4 then 1e-4, each decayed linearly to 0). See docs/methods.md."""
+over (published: the mid-training EMA, 0.999); the run's optimiser and its state continue
+(published: a fresh RAdam). See docs/methods.md."""
 
 two_stage(
     "ct+cmt",
@@ -192,6 +193,8 @@ two_stage(
     prefix="cmt_",
     frac_name="mid_frac",
     frac=0.75,
+    anneal=True,
+    post_lr=0.5,
     module=__name__,
     summary={
         "paper": "Hu et al. 2025 (CMT), then ct (published post-training: ECT)",
@@ -216,6 +219,8 @@ two_stage(
     prefix="cmt_",
     frac_name="mid_frac",
     frac=0.75,
+    anneal=True,
+    post_lr=0.5,
     module=__name__,
     summary={
         "paper": "Hu et al. 2025 (CMT), then Geng et al. 2025 (MeanFlow)",

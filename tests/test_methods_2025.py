@@ -270,3 +270,7 @@ def test_pipeline_options_and_declarations():
     with pytest.raises(ValueError):
         build_config(cls, {"mid_frac": 1.5})
     assert METHODS["meanflow+cmt"].family == "self-distilled" and cls.family == "consistency"
+    method = cls(cls.Config(), Linear(), ExactMapTeacher(GAUSS2D, Linear()))
+    method.setup(FlowMap(TinyNet()).double(), 1000)  # lr: 1 -> 0 over 750 steps, 0.5 -> 0 over 250
+    scales = [method.lr_scale(k) for k in (0, 375, 749, 750, 875, 999)]
+    assert scales == pytest.approx([1.0, 0.5, 1 / 750, 0.5, 0.25, 0.5 / 250])
