@@ -33,7 +33,7 @@ def _seed0(ref: pd.DataFrame) -> pd.DataFrame:
 
 
 def _row_stats(rows: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
-    key = V._matchable(rows).set_index(list(V.ROW)).index
+    key = V.matchable(rows).set_index(list(V.ROW)).index
     return stats.reindex(key)
 
 
