@@ -195,6 +195,11 @@ def _check_ranges(cfg: RunConfig) -> None:
         raise ConfigError(f"bad value {t.ema_decay} for train.ema_decay: must be in [0, 1)")
     if not 0 < t.ema_width < 0.2887:
         raise ConfigError(f"bad value {t.ema_width} for train.ema_width: must be in (0, 0.2887)")
+    if cfg.data.sigma_data < 0:
+        raise ConfigError(
+            f"bad value {cfg.data.sigma_data} for data.sigma_data: must be > 0, or 0 for the "
+            "dataset's own"
+        )
 
 
 def _check_choices(cfg: RunConfig) -> None:

@@ -17,7 +17,7 @@ from benchmarks.training import factory
 from benchmarks.training.ema import EMALaw, ema_update, gamma_of_width
 from methods import METHODS
 from methods.common import run_length_decay
-from unify import FlowMapTeacher
+from unify import FlowMapTeacher, VelocityTeacher
 
 
 def _average(law: EMALaw, values: list[float], starts: set[int]) -> list[float]:
@@ -125,3 +125,25 @@ def test_jobs_two_equals_jobs_one(tmp_path: Path) -> None:
         )
     one = (tmp_path / "one" / "gmm" / "table.md").read_text()
     assert one == (tmp_path / "two" / "gmm" / "table.md").read_text()
+
+
+def test_methods_read_the_datasets_sigma_data_unless_overridden() -> None:
+    """One translation rule (unify.edm) with the dataset's declared scale: the ring's per-coordinate
+    std, 0.5 for images; ``data.sigma_data`` overrides it, a negative value is refused."""
+    from benchmarks.base.schema import ConfigError
+    from benchmarks.config import validate
+
+    interp = factory.interpolant(load_config("gmm", "smoke", {}, []))
+    for dataset, overrides, want in (
+        ("gmm", [], math.sqrt(8.16)),
+        ("gmm", ["data.sigma_data=0.5"], 0.5),
+        ("cifar-gmm", [], 0.5),
+        ("checkerboard", [], 8 / math.sqrt(12)),
+    ):
+        cfg = load_config(dataset, "smoke", {}, overrides)
+        for name in ("ct", "ct+cmt"):
+            m = factory.method(cfg, name, interp, VelocityTeacher(lambda x, t: x))
+            assert m.sigma_data == pytest.approx(want)
+            assert all(s.sigma_data == pytest.approx(want) for s in getattr(m, "stages", ()))
+    with pytest.raises(ConfigError, match="data.sigma_data"):
+        validate(load_config("gmm", "smoke", {}, ["data.sigma_data=-1"]))

@@ -31,6 +31,9 @@ class DataCfg:
     hflip: bool = False
     resolution: int = 16  # cifar-gmm: images average-pooled to this size (8, 16 or 32)
     rank: int = 16  # cifar-gmm: principal directions per class
+    # the data scale sigma-based recipes read (unify.edm: sigma_EDM = (a / b) 0.5 / sigma_data):
+    # 0 = the dataset's declared per-coordinate std (registry); 0.5 = laws read a / b as EDM sigma
+    sigma_data: float = 0.0
 
 
 @dataclass(frozen=True)

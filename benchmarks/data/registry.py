@@ -54,6 +54,9 @@ class DatasetSpec:
     default_teacher: str = "auto"  # "exact": the oracle's velocity; "auto": a trained fm
     check: Callable[[RunConfig], None] = lambda cfg: None
     doc: str = ""
+    #: per-coordinate std of the data x1, the scale sigma-based recipes read (``unify.edm``);
+    #: 0.5 for images in [-1, 1] (EDM's value; the CIFAR-10 test set measures 0.500)
+    sigma_data: float = 0.5
 
 
 DATASETS: dict[str, DatasetSpec] = {}
@@ -79,8 +82,12 @@ def _gens(seed: int) -> tuple[torch.Generator, torch.Generator]:
 
 # ------------------------------------------------------------------------------ 2D sets
 def gmm_oracle() -> GaussianMixture:
-    """Eight Gaussians on a ring of radius 4, std 0.4 (DESIGN.md's reference problem)."""
+    """Eight Gaussians on a ring of radius 4, std 0.4 (the README's reference problem)."""
     return GaussianMixture.ring(8, radius=4.0, std=0.4)
+
+
+#: the ring's per-coordinate std: sqrt(radius^2 / 2 + std^2) = sqrt(8.16)
+GMM_SIGMA_DATA = 8.16**0.5
 
 
 def _load_gmm(cfg: RunConfig, seed: int) -> Problem:
@@ -97,12 +104,24 @@ def _load_checkerboard(cfg: RunConfig, seed: int) -> Problem:
 
 register(
     DatasetSpec(
-        "gmm", "points", lambda cfg: (2,), _load_gmm, True, "exact", doc="8 Gaussians on a ring"
+        "gmm",
+        "points",
+        lambda cfg: (2,),
+        _load_gmm,
+        True,
+        "exact",
+        doc="8 Gaussians on a ring",
+        sigma_data=GMM_SIGMA_DATA,
     )
 )
 register(
     DatasetSpec(
-        "checkerboard", "points", lambda cfg: (2,), _load_checkerboard, doc="2D checkerboard"
+        "checkerboard",
+        "points",
+        lambda cfg: (2,),
+        _load_checkerboard,
+        doc="2D checkerboard",
+        sigma_data=8 / 12**0.5,  # each coordinate uniform on [-4, 4]
     )
 )
 

@@ -55,10 +55,17 @@ def model(cfg: RunConfig, shape: tuple[int, ...]) -> FlowMap:
     return FlowMap(make_net(n.kind, shape, **kw))
 
 
+def sigma_data(cfg: RunConfig) -> float:
+    """The data scale sigma-based recipes read: ``data.sigma_data``, or when 0 the dataset's."""
+    return cfg.data.sigma_data or registry.get(cfg.dataset).sigma_data
+
+
 def method(cfg: RunConfig, name: str, interp: Interpolant, teacher: Teacher | None) -> Method:
-    """Method ``name`` with its typed options (``cfg.options``); the teacher only if it needs one."""
+    """Method ``name`` with its typed options (``cfg.options``) and the run's data scale
+    (``sigma_data``); the teacher only if it needs one."""
     cls = METHODS[name]
-    return cls(cfg.options(name), interp, teacher if cls.needs_teacher else None)
+    teacher = teacher if cls.needs_teacher else None
+    return cls(cfg.options(name), interp, teacher, sigma_data=sigma_data(cfg))
 
 
 def optimizer(
