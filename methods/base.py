@@ -134,7 +134,7 @@ class Method(ABC):
     ) -> tuple[Tensor, ...]:
         """The training times ``loss`` draws for a batch of n at ``step``, in our time, from
         ``generator`` (else the global RNG) with the dtype and device of ``like``; each method says
-        which times it returns (docs/recipes.md, checked by tests/test_recipes.py)."""
+        which times it returns (docs/recipes.md, checked by tests/test_recipes_*.py)."""
         raise NotImplementedError(f"method {self.name!r} does not expose its time law")
 
     # ----------------------------------------------------------------- schedule
