@@ -131,21 +131,39 @@ def test_dry_run_writes_nothing_and_loads_no_data(tmp_path: Path, capsys) -> Non
 
 @pytest.mark.slow
 def test_compare_gives_the_reproducibility_verdict(tmp_path: Path, capsys) -> None:
+    """The verdict line comes first (``NEW vs REFERENCE: identical | consistent | differs: ...``),
+    then the rows behind it; exit 0 for identical or consistent, 1 for differs, 2 without
+    metrics."""
     from benchmarks.report.compare import main as compare
 
     assert _run(tmp_path / "a", "--methods", "lmd") == 0
     assert _run(tmp_path / "b", "--methods", "lmd") == 0
     a, b = tmp_path / "a" / "gmm", tmp_path / "b" / "gmm"
-    assert compare([str(a), str(b), "--check"]) == 0
-    assert "identical:" in capsys.readouterr().out
+    capsys.readouterr()
+    assert compare([str(a), str(b), "--check"]) == 0  # --check is kept as a no-op
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{a} vs {b}: identical: ") and len(lines) == 1, lines
     rows = read_rows(b / "metrics.csv")
+    num = rows["note"] == ""
+    # far inside the band (one seed: the 1% floor): consistent, every changed row differs in bits
+    rows.loc[num, "value"] *= 1 + 1e-4
+    rows.to_csv(b / "metrics.csv", index=False)
+    assert compare([str(a), str(b)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{a} vs {b}: consistent: ") and len(lines) == 1, lines
+    assert "all within the seed-noise band" in lines[0] and "reference has one seed" in lines[0]
     rows.loc[rows["method"] == "lmd", "value"] *= 1.5
     rows.to_csv(b / "metrics.csv", index=False)
     assert compare([str(a), str(b)]) == 1
-    text = capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
     # one seed in the reference: no seed spread, the band is the 1% floor; 1/1.5 is far past it
-    assert "differs: " in text and "outside the seed-noise band" in text
-    assert "reference has one seed" in text and "\n  outside: method=lmd" in text
+    assert lines[0].startswith(f"{a} vs {b}: differs: "), lines
+    assert "outside the seed-noise band" in lines[0] and "reference has one seed" in lines[0]
+    assert lines[1].startswith("  outside: method=lmd") and all(
+        line.startswith("  outside: ") for line in lines[1:]
+    )
+    assert compare([str(a), str(tmp_path)]) == 2
+    assert "no metrics.csv" in capsys.readouterr().err
 
 
 @pytest.mark.slow
