@@ -25,7 +25,7 @@ class TerminalVelocityMatching(Method):
     Kept: these laws, EMA target 0.99 per step, weight 1:1, NaN samples -> 0, chain sampler.
     Deviations: no labels, so no CFG (w = 1, beta = 1; published w = 2 on ImageNet); any
     interpolant through dI/dr (published: linear); ``detach_jvp`` (default off) not exposed.
-    The exact map zeroes the terminal term sample by sample; see docs/methods_2025.md.
+    The exact map zeroes the terminal term sample by sample; see docs/methods.md.
     """
 
     needs_teacher = False
