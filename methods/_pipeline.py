@@ -153,6 +153,25 @@ def _fields(config: type, prefix: str) -> list[tuple[str, Any, Any]]:
     ]
 
 
+def _declarations(
+    first: type[Method], second: type[Method], prefix: str, frac_name: str
+) -> dict[str, Any]:
+    """The pipeline's class attributes combined from its stages' (see ``two_stage``)."""
+    return {
+        "first": first,
+        "second": second,
+        "prefix": prefix,
+        "frac_name": frac_name,
+        "needs_teacher": first.needs_teacher or second.needs_teacher,
+        "family": second.family,
+        "init_from_teacher": first.init_from_teacher or second.init_from_teacher,
+        "semigradient": first.semigradient or second.semigradient,
+        "loss_is_progress": first.loss_is_progress and second.loss_is_progress,
+        "exact_with": {**{prefix + k: v for k, v in first.exact_with.items()}, **second.exact_with},
+        "exact_terms": tuple(t for t in first.exact_terms if t in second.exact_terms),
+    }
+
+
 def two_stage(
     name: str,
     first: type[Method],
@@ -203,23 +222,8 @@ def two_stage(
         frozen=True,
         namespace={"__post_init__": post_init, "stage_configs": stage_configs},
     )
-    attrs = {
-        "__doc__": doc,
-        "__module__": module,
-        "Config": config,
-        "first": first,
-        "second": second,
-        "prefix": prefix,
-        "frac_name": frac_name,
-        "summary": summary,
-        "needs_teacher": first.needs_teacher or second.needs_teacher,
-        "family": second.family,
-        "init_from_teacher": first.init_from_teacher or second.init_from_teacher,
-        "semigradient": first.semigradient or second.semigradient,
-        "loss_is_progress": first.loss_is_progress and second.loss_is_progress,
-        "exact_with": {**{prefix + k: v for k, v in first.exact_with.items()}, **second.exact_with},
-        "exact_terms": tuple(t for t in first.exact_terms if t in second.exact_terms),
-    }
+    attrs = {"__doc__": doc, "__module__": module, "Config": config, "summary": summary}
+    attrs |= _declarations(first, second, prefix, frac_name)
     cls = type(cls_name, (TwoStage,), attrs)
     config.__module__, config.__qualname__ = module, f"{cls_name}.Config"
     return register(name)(cls)
