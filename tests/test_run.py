@@ -162,6 +162,10 @@ def test_compare_gives_the_reproducibility_verdict(tmp_path: Path, capsys) -> No
     assert lines[1].startswith("  outside: method=lmd") and all(
         line.startswith("  outside: ") for line in lines[1:]
     )
+    # --methods keeps those cells' rows (and the exact cell's): lmd's drift is out of view
+    assert compare([str(a), str(b), "--methods", "fm"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{a} vs {b}: consistent: ") and "method=lmd" not in "".join(lines)
     assert compare([str(a), str(tmp_path)]) == 2
     assert "no metrics.csv" in capsys.readouterr().err
 
