@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from methods._pairs import UnitSquarePairs
@@ -21,7 +22,8 @@ class LagrangianMapDistillation(UnitSquarePairs, Method):
     arXiv 2406.07507), Prop. 3.6; nmboffi/flow_map_matching_public ``py/common/losses.py``.
     Defaults kept: w(s, t) = 1, (s, t) ~ U[0, 1]^2.
     Deviation: pairs sorted so s <= t (``order="forward"``; the public code keeps both orders,
-    ``order="both"``), the only direction samplers use.
+    ``order="both"``), the only direction samplers use. ``teacher_grad=False`` stops the gradient
+    at the target (a semi-gradient regression onto sg b_t(X); docs/recipes.md measures both).
     """
 
     family = "teacher-distilled"
@@ -37,6 +39,7 @@ class LagrangianMapDistillation(UnitSquarePairs, Method):
     @dataclass(frozen=True)
     class Config:
         order: str = "forward"
+        teacher_grad: bool = True  # the gradient flows through b_t's argument X_{s,t}(I_s)
 
     def loss(
         self, flow_map: FlowMap, x1: Tensor, step: int, x0: Tensor | None = None
@@ -45,5 +48,10 @@ class LagrangianMapDistillation(UnitSquarePairs, Method):
         s, t = self.sample_times(x1.shape[0], step, like=x1)
         xs = self.interpolant.sample(x0, x1, s).xt
         x, dx_dt = map_dt(flow_map, xs, s, t)
-        loss = sqdist(dx_dt, self.teacher.velocity(x, t)).mean()
+        if self.cfg.teacher_grad:
+            target = self.teacher.velocity(x, t)
+        else:
+            with torch.no_grad():
+                target = self.teacher.velocity(x.detach(), t)
+        loss = sqdist(dx_dt, target).mean()
         return loss, {"lmd": loss.detach()}
