@@ -9,7 +9,6 @@ import torch
 
 from benchmarks.data import loaders as D
 from benchmarks.data.batches import BatchSampler
-from benchmarks.data.cifar_gmm import JPEG_TEST_NPZ
 from benchmarks.data.loaders import (
     DataError,
     checkerboard,
@@ -19,8 +18,6 @@ from benchmarks.data.loaders import (
     npz_images,
     to_uint8,
 )
-
-REAL_NPZ = JPEG_TEST_NPZ
 
 
 def _known_images(n: int, c: int = 3, size: int = 32) -> np.ndarray:
@@ -158,7 +155,10 @@ def test_npz_images(tmp_path: Path, channels: int) -> None:
     "arrays, problem",
     [
         ({"pictures": np.zeros((2, 8, 8, 3), np.uint8)}, "no key 'images'"),
-        ({"images": np.zeros((2, 8, 8, 3), np.float32)}, "dtype float32"),
+        ({"images": np.full((2, 8, 8, 3), 2.0, np.float32)}, r"float32 in \[2, 2\]"),
+        ({"images": np.full((2, 8, 8, 3), np.nan, np.float32)}, r"float32 in \[nan, nan\]"),
+        ({"images": np.zeros((2, 8, 8, 3), np.int64)}, "dtype int64"),
+        ({"images": np.zeros((0, 8, 8, 3), np.uint8)}, "shape"),
         ({"images": np.zeros((2, 8, 8), np.uint8)}, "shape"),
         ({"images": np.zeros((2, 3, 8, 8), np.uint8)}, "shape"),
     ],
@@ -187,13 +187,17 @@ def test_npz_images_bad_files(tmp_path: Path) -> None:
         npz_images(empty)
 
 
-@pytest.mark.skipif(not REAL_NPZ.exists(), reason="shared CIFAR-10 JPEG copy not present")
-def test_npz_images_real_file() -> None:
-    x = npz_images(REAL_NPZ)
-    assert x.shape == (10000, 3, 32, 32) and -1 <= x.min() and x.max() <= 1
-    torch.testing.assert_close(
-        x.mean((0, 2, 3)), torch.tensor([-0.0118, -0.0298, -0.0992]), atol=2e-3, rtol=0
-    )
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_npz_float_images_in_unit_range(tmp_path: Path, dtype: type) -> None:
+    """Floats in [0, 1] are read as 2 x - 1, and said so (the note names the file and dtype)."""
+    x = np.random.default_rng(0).random((3, 4, 4, 3)).astype(dtype)
+    x[0, 0, 0] = (0.0, 1.0, 0.5)
+    np.savez(tmp_path / "f.npz", images=x)
+    expected = torch.from_numpy(x.astype(np.float32) * 2 - 1).permute(0, 3, 1, 2)
+    torch.testing.assert_close(npz_images(tmp_path / "f.npz"), expected)
+    note = D.npz_array(tmp_path / "f.npz")[1]
+    assert "f.npz" in note and np.dtype(dtype).name in note and "[0, 1]" in note
+    assert D.npz_array(tmp_path / "f.npz")[0].dtype == dtype
 
 
 def test_to_uint8_roundtrip() -> None:

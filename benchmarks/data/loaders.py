@@ -8,6 +8,8 @@ with the folder searched, the expected files and where to get them.
 from __future__ import annotations
 
 import pickle
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +195,10 @@ def imagenet32(root: str | Path, train: bool = True) -> Tensor:
 # --------------------------------------------------------------------------- npz folder
 
 
-NPZ_EXPECTED = "expected key 'images' with uint8 array (N, H, W, C), N >= 1, C in {1, 3}"
+NPZ_EXPECTED = (
+    "expected key 'images': uint8 (N, H, W, C) in [0, 255] or floats in [0, 1], N >= 1, C in {1, 3}"
+)
+_UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
 def npz_file(path: Path) -> Path:
@@ -208,30 +213,68 @@ def npz_file(path: Path) -> Path:
     return path
 
 
+def npz_header(path: Path, key: str = "images") -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of the array ``key`` of an npz, read from its header alone."""
+    try:
+        with zipfile.ZipFile(path) as z, z.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read = {(1, 0): np.lib.format.read_array_header_1_0}
+            shape, _, dtype = read.get(version, np.lib.format.read_array_header_2_0)(f)
+    except _UNREADABLE as err:
+        raise DataError(f"{path}: not a readable .npz with key {key!r} ({err})") from None
+    return tuple(shape), dtype
+
+
+def read_npz(path: Path, keys: tuple[str, ...], expected: str = NPZ_EXPECTED) -> list[np.ndarray]:
+    """The arrays ``keys`` of the npz ``path``; an unreadable file or a missing key is a DataError
+    naming it and ``expected``."""
+    if not zipfile.is_zipfile(path):  # np.load would try a plain .npy, then pickle
+        raise DataError(f"{path}: not an .npz file (not a zip archive); {expected}")
+    try:
+        with open(path, "rb") as f:
+            z = np.load(f, allow_pickle=False)
+            found = list(getattr(z, "files", []))
+            arrays = [z[k] for k in keys if k in found]
+    except _UNREADABLE as err:
+        raise DataError(f"{path}: not a readable .npz ({err}); {expected}") from None
+    missing = [k for k in keys if k not in found]
+    if missing:
+        raise DataError(f"{path}: no key {missing[0]!r} (keys: {found}); {expected}")
+    return arrays
+
+
 def check_image_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """``shape`` if it is (N >= 1, H, W, C in {1, 3}), else a DataError naming it."""
-    if len(shape) != 4 or shape[-1] not in (1, 3) or shape[0] < 1:
+    """``shape`` if it is (N >= 1, H >= 1, W >= 1, C in {1, 3}), else a DataError naming it."""
+    if len(shape) != 4 or shape[-1] not in (1, 3) or min(shape[:3]) < 1:
         raise DataError(f"{path}: 'images' has shape {tuple(shape)}; {NPZ_EXPECTED}")
     return tuple(shape)
 
 
-def npz_images(path: str | Path) -> Tensor:
-    """Images from an ``.npz`` with key ``images`` uint8 ``(N, H, W, C)``, ``C`` in {1, 3}.
-
-    ``path`` is the file, or a directory holding exactly one ``.npz``. Returns float32
-    ``(N, C, H, W)`` in ``[-1, 1]``.
-    """
+def npz_array(path: str | Path) -> tuple[np.ndarray, str]:
+    """The checked ``images`` of an npz (the file, or a folder holding exactly one) and a note:
+    empty for uint8, else the line that says how floats in [0, 1] are read."""
     path = npz_file(Path(path))
-    try:
-        with open(path, "rb") as f:  # a plain .npy loads as an array: it has no keys
-            z = np.load(f, allow_pickle=False)
-            keys = list(getattr(z, "files", []))
-            images = z["images"] if "images" in keys else None
-    except (OSError, ValueError, EOFError) as err:
-        raise DataError(f"{path}: not a readable .npz ({err}); {NPZ_EXPECTED}") from None
-    if images is None:
-        raise DataError(f"{path}: no key 'images' (keys: {keys}); {NPZ_EXPECTED}")
-    if images.dtype != np.uint8:
-        raise DataError(f"{path}: 'images' has dtype {images.dtype}; {NPZ_EXPECTED}")
+    (images,) = read_npz(path, ("images",))
     check_image_shape(path, images.shape)
-    return uint8_to_float(images).permute(0, 3, 1, 2).contiguous()
+    if images.dtype == np.uint8:
+        return images, ""
+    if images.dtype.kind != "f":
+        raise DataError(f"{path}: 'images' has dtype {images.dtype}; {NPZ_EXPECTED}")
+    lo, hi = float(images.min()), float(images.max())
+    if not (0 <= lo and hi <= 1):  # NaN fails too
+        raise DataError(
+            f"{path}: 'images' are {images.dtype} in [{lo:.4g}, {hi:.4g}]; {NPZ_EXPECTED}"
+        )
+    return images, f"{path}: 'images' are {images.dtype} in [0, 1]; read as 2 x - 1 in [-1, 1]"
+
+
+def npz_images(path: str | Path) -> Tensor:
+    """Images from an ``.npz`` with key ``images`` ``(N, H, W, C)``, ``C`` in {1, 3}: uint8 in
+    [0, 255] or floats in [0, 1] (see :func:`npz_array`). Returns float32 ``(N, C, H, W)`` in
+    ``[-1, 1]``."""
+    images, _ = npz_array(path)
+    if images.dtype == np.uint8:
+        x = uint8_to_float(images)
+    else:
+        x = torch.from_numpy(images.astype(np.float32)).mul_(2.0).sub_(1.0)
+    return x.permute(0, 3, 1, 2).contiguous()

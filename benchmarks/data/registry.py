@@ -9,13 +9,12 @@ builds the :class:`Problem` of one seed. Presets (budgets, networks) live in
 
 from __future__ import annotations
 
-import zipfile
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -149,21 +148,17 @@ def _npz_path(cfg: RunConfig) -> Path:
     return D.npz_file(Path(cfg.data_root))
 
 
-def npz_header(path: Path) -> tuple[int, ...]:
-    """Shape of the ``images`` array of an npz, read from its header alone (no data loaded)."""
-    try:
-        with zipfile.ZipFile(path) as z, z.open("images.npy") as f:
-            version = np.lib.format.read_magic(f)
-            read = {(1, 0): np.lib.format.read_array_header_1_0}
-            header = read.get(version, np.lib.format.read_array_header_2_0)(f)
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
-        raise DataError(f"{path}: not a readable .npz with key 'images' ({err})") from None
-    return tuple(header[0])
-
-
 def _npz_shape(cfg: RunConfig) -> tuple[int, ...]:
-    n, h, w, c = D.check_image_shape(_npz_path(cfg), npz_header(_npz_path(cfg)))
+    n, h, w, c = D.check_image_shape(_npz_path(cfg), D.npz_header(_npz_path(cfg))[0])
     return (c, h, w)
+
+
+def _check_npz(cfg: RunConfig) -> None:
+    """The whole ``images`` array is read and checked (key, shape, N, dtype, values); floats in
+    [0, 1] are accepted and said so on one line (stderr)."""
+    note = D.npz_array(_npz_path(cfg))[1]
+    if note:
+        print(f"note: {note}", file=sys.stderr)
 
 
 # 32x32 image folders: (name, reader of the images, cheap check, description)
@@ -189,8 +184,8 @@ register(
         "images",
         _npz_shape,
         lambda cfg, seed: Problem("npz", _subset(D.npz_images(_npz_path(cfg)), cfg), None, None),
-        check=lambda cfg: _npz_shape(cfg) and None,
-        doc="any npz with 'images' uint8 (N, H, W, C)",
+        check=_check_npz,
+        doc="any npz with 'images' (N, H, W, C): uint8, or floats in [0, 1]",
     )
 )
 
