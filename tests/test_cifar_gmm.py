@@ -1,5 +1,5 @@
-"""cifar-gmm: pooling, the per-class PPCA fit, its cache, the data loaders, and the fitted oracle's
-ODE on the JPEG copy of the CIFAR-10 test set (skipped where that file is absent)."""
+"""cifar-gmm: pooling, the per-class PPCA fit and its spectra, its cache, and the committed fit's
+oracle (its ODE reproduces the mixture's moments). The fitting command: test_cifar_gmm_fit.py."""
 
 import math
 from pathlib import Path
@@ -9,11 +9,8 @@ import pytest
 import torch
 
 from benchmarks.data import cifar_gmm as C
-from benchmarks.data.loaders import DataError
 from benchmarks.evaluation.metrics import frechet_floor, frechet_to_moments
 from unify import Linear
-
-REAL_NPZ = C.JPEG_TEST_NPZ
 
 
 def _images(n: int, seed: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -99,9 +96,9 @@ def test_fit_cached_key_save_and_load(tmp_path: Path, monkeypatch):
     assert C.cache_path(tmp_path, 8, 4, digest) != path != C.cache_path(tmp_path, 16, 3, digest)
 
     def no_refit(*args, **kwargs):
-        raise AssertionError("fit called although the cache file exists")
+        raise AssertionError("refitted although the cache file exists")
 
-    monkeypatch.setattr(C, "fit", no_refit)
+    monkeypatch.setattr(C, "spectra", no_refit)
     cached = C.fit_cached(images, labels, 8, 3, tmp_path)
     for name in ("weights", "means", "U", "lam", "s"):
         assert torch.equal(getattr(m, name), getattr(cached, name)), name
@@ -110,32 +107,31 @@ def test_fit_cached_key_save_and_load(tmp_path: Path, monkeypatch):
         assert str(z["meta_source"]) == digest and int(z["meta_version"]) == C.FIT_VERSION
 
 
-def test_load_source_from_npz_and_from_training_folder(tmp_path: Path):
-    images, labels = _images(6, 3)
-    np.savez(tmp_path / "x.npz", images=images.transpose(0, 2, 3, 1), labels=labels)
-    got, lab = C.load_source(npz=tmp_path / "x.npz")
-    np.testing.assert_array_equal(got, images)
-    np.testing.assert_array_equal(lab, labels)
-    with pytest.raises(DataError):
-        C.load_source(npz=tmp_path / "missing.npz")
-    np.savez(tmp_path / "nolabels.npz", images=images.transpose(0, 2, 3, 1))
-    with pytest.raises(DataError, match="labels"):
-        C.load_source(npz=tmp_path / "nolabels.npz")
-    with pytest.raises(DataError, match="cifar-10-batches-py"):
-        C.load_source(train_root=tmp_path)  # no batches there, and no download
+def test_a_lower_rank_from_the_spectrum_is_the_direct_fit():
+    """The rank-3 mixture read off a rank-6 spectrum is the rank-3 fit (to rounding), and a U
+    stored in float16 is made orthonormal again."""
+    images, labels = _images(300, 4)
+    sp = C.spectra(images, labels, 8, 6)
+    low, direct = C.mixture(sp, 8, 3), C.fit(images, labels, 8, 3)
+    for name in ("weights", "means", "U", "lam", "s"):
+        torch.testing.assert_close(getattr(low, name), getattr(direct, name), rtol=1e-9, atol=1e-12)
+    rounded = C.mixture({**sp, "U": sp["U"].astype(np.float16)}, 8, 6)
+    gram = rounded.U.transpose(1, 2) @ rounded.U
+    torch.testing.assert_close(gram, torch.eye(6, dtype=torch.float64).expand(3, 6, 6))
+    assert float((rounded.U - torch.from_numpy(sp["U"])).abs().max()) < 1e-3
+    with pytest.raises(ValueError, match="rank"):
+        C.mixture(sp, 8, 7)
 
 
-@pytest.mark.skipif(not REAL_NPZ.exists(), reason="shared CIFAR-10 JPEG copy not present")
-def test_real_fit_and_its_ode_reproduce_the_moments():
-    """8x8, r = 8 on the JPEG test copy: 10 equal classes, 68-80% of each class's variance in the
-    top 8 directions (measured). The oracle's flow map X_{0,1} of n = 1000 noise draws (dopri5,
-    rtol = 1e-3) must match the mixture's moments:
+def test_committed_fit_and_its_ode_reproduce_the_moments():
+    """8x8, r = 8 of the committed fit (the JPEG copy of the CIFAR-10 test set): 10 equal classes,
+    68-80% of each class's variance in the top 8 directions (measured). The oracle's flow map
+    X_{0,1} of n = 1000 noise draws (dopri5, rtol = 1e-3) must match the mixture's moments:
     - mean: n (ybar - m)^T Cov^-1 (ybar - m) ~ chi^2_192 under the CLT, so <= 192 + 4 sqrt(2 192);
     - covariance: the pixel Frechet distance to (mean, cov) <= 1.4 frechet_floor(cov, n). Exact
       samples score 1.04 +- 0.08 floors (measured, n = 2000, 5 draws), so 1.4 is ~4 SD above.
     """
-    images, labels = C.load_source()
-    m = C.fit(images, labels, 8, 8)
+    m = C.committed(8, 8)
     np.testing.assert_allclose(m.weights.numpy(), 0.1, rtol=1e-12)
     frac = C.variance_captured(m)
     assert bool(((frac > 0.6) & (frac < 0.85)).all()), frac

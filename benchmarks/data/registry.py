@@ -191,54 +191,20 @@ register(
 
 
 # ------------------------------------------------------------------------------ image oracle
-def _cifar_gmm_source(cfg: RunConfig) -> tuple[Path | None, Path]:
-    """(CIFAR-10 training root or None, the fit cache folder): ``--data-root`` holding
-    ``cifar-10-batches-py`` fits on the training set, otherwise on the JPEG test copy."""
-    from benchmarks.data import cifar_gmm as C
-
-    root = Path(cfg.data_root) if cfg.data_root else None
-    if root is not None and (root / D.CIFAR10_DIR).is_dir():
-        return root, root / "cifar-gmm-cache"
-    if not C.JPEG_TEST_NPZ.is_file():
-        raise DataError(
-            f"cifar-gmm fits CIFAR-10 classes: pass --data-root PATH holding {D.CIFAR10_DIR} "
-            f"(the training set), or put the JPEG test copy at {C.JPEG_TEST_NPZ}"
-        )
-    return None, (root or Path("data")) / "cifar-gmm-cache"
-
-
-def cifar_gmm_oracle(cfg: RunConfig):
-    """The fitted mixture of ``cfg.data.resolution`` and ``cfg.data.rank`` (cached) and its info."""
-    from benchmarks.data import cifar_gmm as C
-
-    train_root, cache = _cifar_gmm_source(cfg)
-    images, labels = C.load_source(train_root) if train_root else C.load_source()
-    oracle = C.fit_cached(images, labels, cfg.data.resolution, cfg.data.rank, cache)
-    source = "CIFAR-10 train" if train_root else "CIFAR-10 (JPEG test copy)"
-    info = dict(
-        source=source,
-        fit_sha=C.source_hash(images, labels)[:12],
-        resolution=cfg.data.resolution,
-        rank=cfg.data.rank,
-        variance_captured=[round(float(v), 4) for v in C.variance_captured(oracle)],
-        weights=[round(float(w), 4) for w in oracle.weights],
-    )
-    return oracle, info
-
-
 def _load_cifar_gmm(cfg: RunConfig, seed: int) -> Problem:
     """Training images drawn from the fitted mixture (its exact flow map is the ground truth)."""
-    oracle, info = cifar_gmm_oracle(cfg)
+    from benchmarks.data import fit_cifar_gmm as F
+
+    oracle, info = F.oracle(cfg.data.resolution, cfg.data.rank, cfg.data_root)
     train = oracle.sample(cfg.data.n_train, torch.Generator().manual_seed(seed)).float()
     return Problem("cifar-gmm", train, None, oracle, info)
 
 
 def _check_cifar_gmm(cfg: RunConfig) -> None:
-    from benchmarks.data import cifar_gmm as C
+    """The committed fit holds the resolution and rank, or ``--data-root`` is a CIFAR-10 copy."""
+    from benchmarks.data import fit_cifar_gmm as F
 
-    if cfg.data.resolution not in C.RESOLUTIONS:
-        raise DataError(f"cifar-gmm: data.resolution={cfg.data.resolution}; allowed: 8, 16, 32")
-    _cifar_gmm_source(cfg)
+    F.check(cfg.data.resolution, cfg.data.rank, cfg.data_root)
 
 
 register(
