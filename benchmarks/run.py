@@ -32,7 +32,7 @@ from benchmarks.config import (
 from benchmarks.config import datasets as dataset_names
 from benchmarks.data.loaders import DataError
 from benchmarks.local import CellSpec, device_for, run_local
-from benchmarks.report.collect import report_folder
+from benchmarks.report.collect import print_all_failed, report_folder
 from benchmarks.report.folders import ERROR_LOG
 from benchmarks.training import factory
 from methods import METHODS
@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         return stop.exit_code()
     written = report_folder(out / cfg.dataset, [cells.cell_dir(out, cfg, c) for c in cells_])
     failed = [(s, st) for s, st in ran if st.get("state") == "failed"]
+    if failed:
+        print_all_failed(out / cfg.dataset)
     for s, st in failed:
         note = failure_note(st.get("kind", "error"), st.get("step"), st.get("reason", ""))
         print(

@@ -143,8 +143,11 @@ def locked(path: Path) -> Iterator[None]:
 
 
 def read_rows(path: str | Path) -> pd.DataFrame:
-    """A metrics csv with ``note`` kept as text (plain ``pd.read_csv`` turns "n/a" into NaN)."""
+    """A metrics csv with ``note`` kept as text (plain ``pd.read_csv`` turns "n/a" into NaN) and a
+    ``value`` column even where no row has one (a folder whose every cell failed)."""
     df = pd.read_csv(path, keep_default_na=False, na_values=["", "nan", "NaN"])
+    if "metric" in df and "value" not in df:
+        df["value"] = float("nan")
     if "note" in df:
         df["note"] = df["note"].astype(object).where(df["note"].notna(), "").astype(str)
     return df

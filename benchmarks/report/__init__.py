@@ -33,7 +33,9 @@ def write_reports(
     rows: pd.DataFrame, out_dir: str | Path, conv: pd.DataFrame | None = None
 ) -> list[Path]:
     """All reports for every metric present: tables, speed-ups, summary csv and plots; with the
-    convergence rows ``conv``, metric-vs-step plots and the "still improving" marks too."""
+    convergence rows ``conv``, metric-vs-step plots and the "still improving" marks too. A metric
+    without any value (every cell failed) gets its tables, which show the failure notes, and no
+    plot."""
     out = Path(out_dir)
     has_conv = conv is not None and len(conv)
     marks = {m: improving(conv, m) for m in conv["metric"].unique()} if has_conv else {}
@@ -45,6 +47,8 @@ def write_reports(
     ]
     several = rows["dataset"].nunique() > 1
     for d, m, g in groups(rows):
+        if g["value"].isna().all():  # every cell failed: the tables carry the notes
+            continue
         stem = out / (f"{d}_{m}_vs_nfe" if several else f"{m}_vs_nfe")
         plot_metric_vs_nfe(g, m, stem)
         paths += [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")]

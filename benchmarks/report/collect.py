@@ -47,6 +47,27 @@ def report_folder(folder: Path, cells: list[Path]) -> list[Path]:
     return write_reports(merged, folder, conv)
 
 
+def failure_table(rows: pd.DataFrame) -> str | None:
+    """When no row has a value (every cell failed): a table of each cell's failure note (md),
+    else None."""
+    if not len(rows) or rows["value"].notna().any():
+        return None
+    cells = rows.drop_duplicates("run") if "run" in rows else rows.drop_duplicates(["method"])
+    lines = ["| cell | failure |", "|---|---|"]
+    for r in cells.itertuples():
+        lines.append(f"| {getattr(r, 'run', r.method)} | {r.note or 'no value'} |")
+    return "\n".join(lines)
+
+
+def print_all_failed(folder: Path) -> bool:
+    """Print ``folder``'s failure table when every cell of it failed; whether it did."""
+    path = Path(folder) / "metrics.csv"
+    table = failure_table(read_rows(path)) if path.exists() else None
+    if table:
+        print(f"{folder}: every cell failed, no value to report\n{table}")
+    return table is not None
+
+
 def collect(root: Path, quiet: bool = False) -> list[Path]:
     """Merge and report each dataset folder under ``root``; returns the folders written."""
     written = []
@@ -65,9 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dir.is_dir():
         print(f"error: {args.dir} is not a folder", file=sys.stderr)
         return 2
-    if not collect(args.dir):
+    written = collect(args.dir)
+    if not written:
         print(f"no finished or failed cells under {args.dir}")
-    return 0
+    failed = [f for f in written if print_all_failed(f)]
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ config, one per NFE and metric, each carrying the failure note.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -31,7 +32,7 @@ def stored_config(d: Path) -> dict:
 
 
 def failure_rows(d: Path) -> pd.DataFrame:
-    """Rows of a failed cell, one per (NFE, metric), each carrying the failure note."""
+    """Rows of a failed cell, one per (NFE, metric), each carrying the failure note (no value)."""
     state, conf = read_json(d / STATE), stored_config(d)
     if state.get("state") != "failed" or not conf:
         return pd.DataFrame()
@@ -49,6 +50,7 @@ def failure_rows(d: Path) -> pd.DataFrame:
             seed=seed,
             nfe=n,
             metric=m,
+            value=math.nan,
             note=note,
             budget=cfg.budget,
             run=d.name,

@@ -46,7 +46,9 @@ def speedup(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
     sample); "not reached (...)" when no solve of that velocity is as good."""
     s = one(rows, metric, valid=True)
     out = []
-    for r in s[~s["method"].map(is_baseline)].sort_values(["method", "nfe"]).itertuples():
+    for r in (
+        s[~s["method"].map(is_baseline).astype(bool)].sort_values(["method", "nfe"]).itertuples()
+    ):
         teach = _solves(s, reference_of(rows, r.method))
         ok = teach[teach["mean"] <= r.mean].sort_values(["nfe", "mean"])
         row = dict(method=r.method, nfe=int(r.nfe), value=r.mean, teacher="", teacher_nfe=math.nan)
@@ -71,7 +73,7 @@ def headline(rows: pd.DataFrame, metric: str) -> list[str]:
     """One line per reference velocity: its best one-step method against its adaptive solve
     (NFE, wall time, quality)."""
     s = one(rows, metric, valid=True)
-    learned = s[~s["method"].map(is_baseline) & (s["nfe"] == 1)].sort_values("mean")
+    learned = s[~s["method"].map(is_baseline).astype(bool) & (s["nfe"] == 1)].sort_values("mean")
     if learned.empty:
         return [f"No learned one-step method has a {metric} value."]
     lines = []
