@@ -48,6 +48,7 @@ __all__ = [
     "TrainCfg",
     "apply_updates",
     "coerce",
+    "comma_list",
     "load_config",
     "parse_methods",
     "parse_overrides",
@@ -99,9 +100,19 @@ def datasets() -> list[str]:
     return sorted(registry.DATASETS)
 
 
+def comma_list(text: str, flag: str, expected: str) -> list[str]:
+    """The entries of a comma list; an empty one (``a,,b``, a leading or trailing comma) is a
+    ConfigError naming ``flag`` and what is ``expected``."""
+    items = [s.strip() for s in text.split(",")]
+    if "" in items:
+        raise ConfigError(f"bad {flag} {text!r}: an empty entry in the comma list; {expected}")
+    return items
+
+
 def parse_methods(text: str) -> list[str]:
     """``all`` or a comma list of registered methods."""
-    names = list(METHODS) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    allowed = f"allowed: all, {', '.join(METHODS)}"
+    names = list(METHODS) if text == "all" else comma_list(text, "--methods", allowed)
     bad = [m for m in names if m not in METHODS]
     if bad or not names:
         raise ConfigError(
@@ -112,8 +123,9 @@ def parse_methods(text: str) -> list[str]:
 
 def parse_seeds(text: str) -> list[int]:
     """A comma list of integer seeds >= 0."""
+    items = comma_list(text, "--seeds", "expected comma-separated integers >= 0, e.g. 0,1,2")
     try:
-        seeds = [int(s) for s in text.split(",")]
+        seeds = [int(s) for s in items]
     except ValueError:
         raise ConfigError(f"bad --seeds {text!r}: expected comma-separated integers") from None
     if any(s < 0 for s in seeds):

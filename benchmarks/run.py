@@ -25,6 +25,7 @@ from benchmarks.config import (
     ConfigError,
     Here,
     RunConfig,
+    comma_list,
     load_config,
     parse_methods,
     parse_seeds,
@@ -71,6 +72,7 @@ def build(args: argparse.Namespace) -> tuple[RunConfig, list[str], list[int]]:
     (ConfigError or DataError names the bad value)."""
     cli: dict = {"eval": {}}
     if args.nfe is not None:
+        comma_list(args.nfe, "--nfe", "expected comma-separated integers >= 1, e.g. 1,2,4")
         cli["eval"]["nfe"] = args.nfe
     if args.fid_weights:
         cli["eval"]["fid_weights"] = args.fid_weights

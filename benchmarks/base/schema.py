@@ -124,6 +124,12 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
             if len(args) < len(typing.get_args(hint)):
                 return None
         return coerce(value, args[0], key)
+    if origin is tuple and isinstance(value, str) and "" in (v.strip() for v in value.split(",")):
+        inner = typing.get_args(hint)[0].__name__
+        raise ConfigError(
+            f"bad value {value!r} for {key}: an empty entry in the comma list; expected a comma "
+            f"list of {inner}"
+        )
     try:
         if origin is tuple:
             items = value.split(",") if isinstance(value, str) else list(value)
