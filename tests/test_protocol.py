@@ -128,17 +128,19 @@ def test_jobs_two_equals_jobs_one(tmp_path: Path) -> None:
 
 
 def test_methods_read_the_datasets_sigma_data_unless_overridden() -> None:
-    """One translation rule (unify.edm) with the dataset's declared scale: the ring's per-coordinate
-    std, 0.5 for images; ``data.sigma_data`` overrides it, a negative value is refused."""
+    """One translation rule (unify.edm): by default the laws read a/b as EDM's sigma
+    (data.sigma_data = 0.5); 0 selects the dataset's declared scale (the ring's per-coordinate std,
+    0.5 for images); a negative value is refused."""
     from benchmarks.base.schema import ConfigError
     from benchmarks.config import validate
 
     interp = factory.interpolant(load_config("gmm", "smoke", {}, []))
     for dataset, overrides, want in (
-        ("gmm", [], math.sqrt(8.16)),
-        ("gmm", ["data.sigma_data=0.5"], 0.5),
-        ("cifar-gmm", [], 0.5),
-        ("checkerboard", [], 8 / math.sqrt(12)),
+        ("gmm", [], 0.5),
+        ("gmm", ["data.sigma_data=0"], math.sqrt(8.16)),
+        ("gmm", ["data.sigma_data=1.5"], 1.5),
+        ("cifar-gmm", ["data.sigma_data=0"], 0.5),
+        ("checkerboard", ["data.sigma_data=0"], 8 / math.sqrt(12)),
     ):
         cfg = load_config(dataset, "smoke", {}, overrides)
         for name in ("ct", "ct+cmt"):

@@ -32,8 +32,9 @@ class DataCfg:
     resolution: int = 16  # cifar-gmm: images average-pooled to this size (8, 16 or 32)
     rank: int = 16  # cifar-gmm: principal directions per class
     # the data scale sigma-based recipes read (unify.edm: sigma_EDM = (a / b) 0.5 / sigma_data):
-    # 0 = the dataset's declared per-coordinate std (registry); 0.5 = laws read a / b as EDM sigma
-    sigma_data: float = 0.0
+    # 0.5 = the laws read a / b as EDM's sigma (chosen by the ablation in docs/recipes.md);
+    # 0 = the dataset's declared per-coordinate std (registry: gmm 2.857, images 0.5)
+    sigma_data: float = 0.5
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,8 @@ def model(cfg: RunConfig, shape: tuple[int, ...]) -> FlowMap:
 
 
 def sigma_data(cfg: RunConfig) -> float:
-    """The data scale sigma-based recipes read: ``data.sigma_data``, or when 0 the dataset's."""
+    """The data scale sigma-based recipes read: ``data.sigma_data`` (default 0.5, EDM's frame), or
+    when 0 the dataset's declared per-coordinate std."""
     return cfg.data.sigma_data or registry.get(cfg.dataset).sigma_data
 
 
