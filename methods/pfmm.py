@@ -23,6 +23,7 @@ class ProgressiveFlowMapMatching(Method):
     Defaults kept: K = 2 composition; teacher <- student copy at each stage change.
     Deviations:
     - stage 0 uses one step of the teacher (Heun / exact), not one Euler step of b;
+    - ``stages`` = 2, chosen by a sweep at the small budget (docs/recipes.md);
     - pairs drawn forward only (s <= t), the direction samplers use.
     """
 
@@ -38,7 +39,7 @@ class ProgressiveFlowMapMatching(Method):
 
     @dataclass(frozen=True)
     class Config:
-        stages: int = 6
+        stages: int = 2
 
     def setup(self, flow_map: FlowMap, total_steps: int) -> None:
         super().setup(flow_map, total_steps)

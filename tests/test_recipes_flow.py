@@ -194,11 +194,16 @@ def test_fmm_unit_square_both_orders(name, over):
 def test_pfmm_stage_band():
     """Progressive FMM (arXiv 2406.07507, Sec. 3.4): the public code's pair law is not in the
     store; ours, documented: gap ~ U[0, delta_k], s ~ U[0, 1 - gap], t = s + gap, delta_k =
-    2^(k - K + 1) doubling over K = 6 stages (docs/recipes.md, unconfirmed)."""
-    method = make("pfmm", _steps=600)
-    for stage in range(6):
-        s, t = draw(method, step=stage * 100)
-        delta = 2.0 ** (stage - 5)
+    2^(k - K + 1) doubling over K stages (default 2, chosen by a sweep; docs/recipes.md)."""
+    for k in (2, 6):
+        _pfmm_stages(make("pfmm", _steps=600, stages=k), k)
+
+
+def _pfmm_stages(method, k: int) -> None:
+    assert method.cfg.stages == k
+    for stage in range(k):
+        s, t = draw(method, step=stage * 600 // k)
+        delta = 2.0 ** (stage - k + 1)
         rng = np.random.default_rng(1)
         gap = rng.uniform(0, delta, N)
         rs = rng.uniform(size=N) * (1 - gap)
