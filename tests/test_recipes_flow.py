@@ -243,3 +243,10 @@ def test_every_method_here_exposes_its_time_law():
     assert tested <= set(METHODS), sorted(tested - set(METHODS))
     for name in tested:
         assert callable(getattr(METHODS[name], "sample_times", None)), name
+
+
+def test_imm_target_is_online_by_default():
+    """Our deviation from the stockeh port (docs/recipes.md, measured): y_r from the online weights
+    under no_grad, no EMA network; ``target="ema"`` builds the port's EMA copy."""
+    assert make("imm").cfg.target == "online" and "target" not in make("imm").nets
+    assert "target" in make("imm", target="ema").nets
