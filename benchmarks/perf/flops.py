@@ -1,0 +1,75 @@
+"""FLOPs of one training step, counted (not timed) with ``torch.utils.flop_counter.FlopCounterMode``.
+
+What is counted is what that counter knows (torch 2.14): matrix products (``mm``, ``addmm``,
+``bmm``, ``baddbmm``, ``_scaled_mm``), convolutions and their backward, and scaled-dot-product /
+flex attention, at 2 FLOPs per multiply-add. Every other op counts 0: activations, norms, softmax,
+``cdist`` without mm, reductions, the loss's arithmetic, gradient clipping, the Adam update and the
+EMA. The count is therefore the step's matmul/conv/attention work, which dominates on the nets
+here, and is hardware-independent: the same on CPU and GPU, with or without autocast.
+
+Forward-mode AD is counted: ``torch.func.jvp`` (``unify.flowmap``) dispatches the tangent's
+products as ordinary aten ops, and the counter sees them. In torch 2.14 the jvp of ``addmm`` (and of
+a convolution) runs three products: the primal, tangent_x @ W and x @ (the weights' zero tangent),
+the last one executed, not skipped; a jvp of a linear or conv layer counts (and costs) 3x its
+forward. Teacher solves count as far as they call a network (the frozen fm net on images); the
+exact gmm velocity of the 2D benchmark is elementwise and counts almost nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks.base.schema import TrainCfg
+from benchmarks.training.factory import Parts, optimizer
+from benchmarks.training.loop import autocast_for, train_step
+
+
+def copy_parts(parts: Parts, cfg: TrainCfg) -> Parts:
+    """An independent copy of ``parts``: model, EMA and method deep-copied together, optimiser and
+    schedule rebuilt on the copy's parameters with the originals' state (a deep-copied optimiser
+    drops the lr schedule's wrapper of ``step``, and the schedule warns on its first step)."""
+    fm, ema, method = copy.deepcopy((parts.fm, parts.ema, parts.method))
+    opt, sched = optimizer([*fm.parameters(), *method.parameters()], cfg, method.lr_scale)
+    opt.load_state_dict(copy.deepcopy(parts.opt.state_dict()))
+    sched.load_state_dict(copy.deepcopy(parts.sched.state_dict()))
+    fm.compile_jvp = False
+    return Parts(fm, ema, method, opt, sched, parts.ema_law)
+
+
+def step_flops(
+    parts: Parts,
+    x1: Tensor,
+    step: int,
+    cfg: TrainCfg,
+    n: int = 3,
+    warmup: int = 1,
+    every: int = 1,
+    seed: int = 0,
+) -> float:
+    """Mean FLOPs of ``n`` training steps (``benchmarks.training.loop.train_step`` on batch ``x1``:
+    loss with its teacher solves and jvps, backward, clip, optimiser, EMA) at step indices
+    ``step + warmup + i * every`` (i < n), after ``warmup`` uncounted steps from ``step`` (one-time
+    work, e.g. ``no``'s trajectory pool, falls there).
+
+    The mean covers methods whose step varies: random solve lengths (``ctm``) and, with ``every``
+    spreading the counted steps over the run, training stages (``pd``, ``pfmm``, pipelines,
+    curricula), which the step index selects. The steps run on ``copy_parts(parts, cfg)`` (its jvps eager; count an
+    uncompiled model, as ``benchmarks.perf`` does) under a forked RNG seeded with ``seed``:
+    ``parts`` and the caller's random state are untouched, and two calls with the same arguments
+    give the same count.
+    """
+    p = copy_parts(parts, cfg)
+    autocast = autocast_for(x1.device)
+    devices = [x1.device] if x1.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for k in range(step, step + warmup):
+            train_step(p, x1, k, cfg, autocast)
+        with FlopCounterMode(display=False) as counter:
+            for k in range(step + warmup, step + warmup + n * every, every):
+                train_step(p, x1, k, cfg, autocast)
+    return counter.get_total_flops() / n

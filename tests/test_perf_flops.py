@@ -1,0 +1,57 @@
+"""FLOPs per training step (``benchmarks.perf.flops.step_flops``) on a tiny MLP, on the CPU."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import torch
+
+from benchmarks.config import RunConfig, load_config
+from benchmarks.perf.flops import step_flops
+from benchmarks.training import factory
+from benchmarks.training.loop import train_step
+
+
+def tiny_cfg() -> RunConfig:
+    """gmm smoke with a 2-layer, width-16 MLP."""
+    return load_config("gmm", "smoke", {"net": {"hidden": 16, "depth": 2}}, [])
+
+
+def tiny_parts(name: str) -> factory.Parts:
+    """Fresh parts of ``name`` (no teacher) on the CPU, seeded."""
+    torch.manual_seed(0)
+    return factory.parts(tiny_cfg(), name, (2,), None, torch.device("cpu"))
+
+
+def flops_of(name: str, batch: int) -> float:
+    """FLOPs of one training step of ``name`` at ``batch`` (mean of 2 after one warm-up step)."""
+    x1 = torch.randn(batch, 2, generator=torch.Generator().manual_seed(1))
+    return step_flops(tiny_parts(name), x1, 0, tiny_cfg().train, n=2)
+
+
+def test_the_jvp_is_counted() -> None:
+    """meanflow's step adds one jvp of the net (3 forwards' products in torch 2.14) to fm's."""
+    with warnings.catch_warnings():  # nor does the copy's lr schedule warn on a fresh model
+        warnings.simplefilter("error", UserWarning)
+        fm, meanflow = flops_of("fm", 64), flops_of("meanflow", 64)
+    assert fm > 0 and meanflow > 1.4 * fm, (fm, meanflow)
+
+
+def test_count_is_deterministic_and_leaves_the_parts_alone() -> None:
+    """Two calls agree; the parts (mid-training: gradients set) and the random state are as before."""
+    parts, x1, cfg = tiny_parts("meanflow"), torch.randn(32, 2), tiny_cfg().train
+    train_step(parts, x1, 0, cfg, contextlib.nullcontext())
+    weights = [p.clone() for p in parts.fm.parameters()]
+    rng = torch.get_rng_state()
+    first = step_flops(parts, x1, 0, cfg, n=3, every=5)
+    assert step_flops(parts, x1, 0, cfg, n=3, every=5) == first > 0
+    assert all(torch.equal(a, b) for a, b in zip(weights, parts.fm.parameters()))
+    assert torch.equal(rng, torch.get_rng_state()), "the caller's random state is restored"
+    assert parts.sched.last_epoch == 1, "the original schedule did not move"
+
+
+def test_count_scales_linearly_with_batch() -> None:
+    for name in ("fm", "meanflow"):
+        small, large = flops_of(name, 32), flops_of(name, 128)
+        assert abs(large / small - 4) < 0.2, (name, small, large)
