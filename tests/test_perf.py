@@ -38,6 +38,8 @@ def test_perf_writes_rows_and_tables(tmp_path: Path, net: str, extra: list[str])
     assert train.set_index("method").loc["fm", "ratio_to_fm"] == 1.0
     assert (train["median_s"] > 0).all() and train["ratio_to_fm"].notna().all()
     assert (train["p10_s"] <= train["p90_s"]).all()
+    assert train.set_index("method").loc["fm", "flops_ratio_to_fm"] == 1.0
+    assert (train["gflop_step"] > 0).all(), "FLOPs/step are counted for every method"
     assert train["solver"].isna().all() and train["nfe"].isna().all()
     if net == "mlp":  # emd's step carries the exact mixture teacher, and says so
         assert train.set_index("method").loc["emd", "teacher"].startswith("exact gmm velocity")
@@ -51,6 +53,7 @@ def test_perf_writes_rows_and_tables(tmp_path: Path, net: str, extra: list[str])
     assert (df["net"] == net).all() and (df["device"] == "cpu").all()
     md = (tmp_path / "perf.md").read_text()
     assert "torch " + torch.__version__ in md and "threads" in md
+    assert "GFLOP/step" in md and "x fm (FLOPs)" in md
     assert "## Targets" in md and "1-NFE flow map / dopri5" in md
 
 

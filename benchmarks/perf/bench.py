@@ -7,8 +7,9 @@ step -> schedule -> EMA -> after_step, data fetch included) on a model prepared 
 ``benchmarks.training.loop.prepare_model``, for every method on one network and batch. Methods with a
 teacher carry it, and its cost is part of their step: the exact mixture velocity on the 2D MLP, a
 frozen fm net of the same architecture on images (Heun with ``TEACHER_MAX_DT``, as the harness).
-Sampling times the flow-map composition at NFE 1..16 and the fm velocity with Euler, Heun and
-adaptive dopri5 (the harness's tolerances), with the counted NFE. ``perf.csv`` (one row per
+Its FLOPs are counted by ``benchmarks.perf.flops.step_flops``. Sampling times the flow-map
+composition at NFE 1..16 and the fm velocity with Euler, Heun and adaptive dopri5 (the harness's
+tolerances), with the counted NFE. ``perf.csv`` (one row per
 measurement) and ``perf.md`` are written by ``benchmarks.perf.report``.
 """
 
@@ -21,7 +22,7 @@ import itertools
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +36,11 @@ from benchmarks.config import NetCfg, RunConfig, TrainCfg, apply_updates, load_c
 from benchmarks.data.batches import BatchSampler
 from benchmarks.data.registry import Problem
 from benchmarks.evaluation.evaluate import run_sampler, sample_batch_for
+from benchmarks.perf.flops import step_flops
 from benchmarks.perf.probe import exact_rss, host_syncs, interleaved, peak_mem_mb, timings
 from benchmarks.perf.report import write_outputs
 from benchmarks.training import factory
+from benchmarks.training.factory import Parts
 from benchmarks.training.loop import autocast_for, prepare_model, to_device, train_step
 from methods import METHODS
 from unify.flowmap import FlowMap
@@ -76,6 +79,7 @@ class Bench:
     velocity_fm: FlowMap | None = None  # a briefly trained fm: sampled flow map and velocity
     teacher_note: str = ""
     velocity_note: str = ""
+    flops: dict[str, float] = field(default_factory=dict)  # per method: FLOPs of one step
 
 
 def synthetic_images(n: int, seed: int = 0) -> Tensor:
@@ -88,8 +92,8 @@ def synthetic_images(n: int, seed: int = 0) -> Tensor:
 
 def make_stepper(
     b: Bench, name: str, device: torch.device, compiled: bool
-) -> tuple[Callable[[], None], FlowMap]:
-    """(step, model): ``step()`` runs the real training step of ``name`` on a fresh model."""
+) -> tuple[Callable[[], None], Parts]:
+    """(step, parts): ``step()`` runs the real training step of ``name`` on fresh ``parts``."""
     torch.manual_seed(0)
     cfg = dataclasses.replace(b.cfg.train, compile=compiled)
     p = factory.parts(b.cfg, name, b.problem.shape, b.teacher, device)
@@ -101,7 +105,7 @@ def make_stepper(
     def step() -> None:
         train_step(p, to_device(batches.next(), device), next(count), cfg, autocast)
 
-    return step, p.fm
+    return step, p
 
 
 def make_bench(net: str, batch: int, device: torch.device, velocity_steps: int) -> Bench:
@@ -116,10 +120,10 @@ def make_bench(net: str, batch: int, device: torch.device, velocity_steps: int) 
         cfg = apply_updates(cfg, no)
         data = synthetic_images(max(8 * batch, 512))
         b = Bench(net, cfg, Problem("synthetic", data, None, None), teacher_note="frozen fm net")
-    fm_step, fm = make_stepper(b, "fm", device, False)
+    fm_step, fm_parts = make_stepper(b, "fm", device, False)
     for _ in range(velocity_steps):
         fm_step()
-    b.velocity_fm = copy.deepcopy(fm).requires_grad_(False).eval()
+    b.velocity_fm = copy.deepcopy(fm_parts.fm).requires_grad_(False).eval()
     b.velocity_note = f"the fm net trained {velocity_steps} steps is flow map and velocity"
     b.teacher = factory.teacher(cfg, b.problem, factory.interpolant(cfg), b.velocity_fm)
     b.teacher_note += f", heun max_dt 1/{round(1 / factory.TEACHER_MAX_DT)}"
@@ -134,9 +138,22 @@ def row(kind: str, b: Bench, device: torch.device, secs: list[float], **kw) -> d
     return out | kw
 
 
+def count_flops(b: Bench, name: str, device: torch.device, n: int) -> float:
+    """FLOPs of one training step of ``name``: ``step_flops`` on fresh, uncompiled parts, one
+    warm-up step, the mean of ``n`` steps spread over ``train.steps`` (each stage counted); cached
+    per method (compiled rows reuse it); n 0: NaN."""
+    if n > 0 and name not in b.flops:
+        parts = make_stepper(b, name, device, False)[1]
+        x1 = to_device(BatchSampler(b.problem.train, b.cfg.train.batch).next(), device)
+        every = max(1, b.cfg.train.steps // n)
+        b.flops[name] = step_flops(parts, x1, 0, b.cfg.train, n=n, every=every)
+    return b.flops.get(name, np.nan)
+
+
 def bench_train(b: Bench, a: argparse.Namespace, device: torch.device, compiled: bool):
     """(row, step) of every method's training step. Each method's steps alternate with fm's, and
-    ratio_to_fm is the median of the per-round ratios (fm at the same compile setting)."""
+    ratio_to_fm is the median of the per-round ratios (fm at the same compile setting); FLOPs by
+    ``count_flops``, flops_ratio_to_fm over fm's."""
     auto = AUTO[_kind(b.net), device.type]
     reps, warmup = a.reps or auto[0], a.warmup or auto[1]
     ref, out = None, []
@@ -149,12 +166,15 @@ def bench_train(b: Bench, a: argparse.Namespace, device: torch.device, compiled:
         mem = peak_mem_mb(step, device) if device.type == "cuda" else np.nan
         r = row("train", b, device, secs, method=name, compile=compiled, peak_mem_mb=mem)
         r["ratio_to_fm"] = float(np.median(np.divide(secs, ref_secs[0]))) if ref_secs else 1.0
+        flops = count_flops(b, name, device, a.flops_steps)
+        r["gflop_step"], r["flops_ratio_to_fm"] = flops / 1e9, flops / b.flops.get("fm", np.nan)
         r["host_syncs"] = host_syncs(step, device)
         r["compile_s"] = max(0.0, first - r["median_s"]) if compiled else np.nan
         r["teacher"] = b.teacher_note if METHODS[name].needs_teacher else ""
         out.append((r, step if device.type == "cpu" else None))  # CPU: memory pass at the end
         tag = " compiled" if compiled else ""
-        print(f"  train {b.net} {name}{tag}: {1e3 * r['median_s']:.2f} ms", flush=True)
+        ms, gf = 1e3 * r["median_s"], r["gflop_step"]
+        print(f"  train {b.net} {name}{tag}: {ms:.2f} ms, {gf:.4g} GFLOP", flush=True)
     return out
 
 
@@ -223,6 +243,7 @@ def parser() -> argparse.ArgumentParser:
         default=0,
         help="fm steps for the sampled velocity and images' teacher (0: AUTO)",
     )
+    add("--flops-steps", type=int, default=4, help="counted steps per method's FLOPs (0: none)")
     add("--compile", default="off", choices=("off", "on", "both"), help="train.compile")
     add("--threads", type=int, default=0, help="torch threads (0: 1 on CPU, default on CUDA)")
     add("--out", default="results/perf")

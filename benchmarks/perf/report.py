@@ -12,7 +12,8 @@ import torch
 
 COLUMNS = (
     "kind net method solver nfe batch n_samples sample_batch device compile median_s p10_s p90_s "
-    "ratio_to_fm samples_per_s speedup_vs_dopri5 peak_mem_mb host_syncs compile_s teacher"
+    "ratio_to_fm gflop_step flops_ratio_to_fm samples_per_s speedup_vs_dopri5 peak_mem_mb "
+    "host_syncs compile_s teacher"
 ).split()
 RATIO_TARGET = {"methods": ("emd", "esd", "meanflow"), "max": 1.5}  # step time / fm step time
 SPEEDUP_TARGET = 20.0  # one-step flow map samples/s over the fm teacher's dopri5
@@ -55,13 +56,15 @@ def add_speedups(df: pd.DataFrame) -> pd.DataFrame:
 def train_table(df: pd.DataFrame) -> str:
     compiled = bool(df["compile"].any())
     head = ["method", "compiled"] if compiled else ["method"]
-    head += ["step ms (median)", "p10-p90 ms", "x fm", "peak MB", "teacher in step"]
+    head += ["step ms (median)", "p10-p90 ms", "x fm", "GFLOP/step", "x fm (FLOPs)", "peak MB"]
+    head += ["teacher in step"]
     head += ["compile s"] if compiled else []
     body = []
     for r in df.itertuples():
         cells = [f"`{r.method}`"] + (["yes" if r.compile else "no"] if compiled else [])
         cells += [_f(1e3 * r.median_s), f"{1e3 * r.p10_s:.2f}-{1e3 * r.p90_s:.2f}"]
-        cells += [_f(r.ratio_to_fm), _f(r.peak_mem_mb, 1), r.teacher or "-"]
+        cells += [_f(r.ratio_to_fm), _f(r.gflop_step, 3), _f(r.flops_ratio_to_fm)]
+        cells += [_f(r.peak_mem_mb, 1), r.teacher or "-"]
         body.append(cells + ([_f(r.compile_s, 1)] if compiled else []))
     return _table(head, body)
 
@@ -119,6 +122,16 @@ def markdown(df: pd.DataFrame, argv: list[str] | None, seconds: float) -> str:
         "step, lr schedule, EMA, after_step; data fetch included), median over repeated steps after "
         "warm-up; x fm = median / fm's median on the same net, batch and compile setting. A "
         "teacher's cost (named in the table) is part of the step.",
+        "- GFLOP/step: counted, not timed (`benchmarks.perf.flops.step_flops`: "
+        "`torch.utils.flop_counter.FlopCounterMode` over one whole `train_step`, jvps, teacher "
+        "solves and backward included; after one warm-up step, the mean of `--flops-steps` (default "
+        "4) steps spread evenly over `train.steps`, since steps vary: random solve lengths, "
+        "stages, curricula). Only what the counter knows counts: "
+        "matmuls (mm, addmm, bmm, baddbmm), convolutions and their backward, attention, at 2 "
+        "FLOPs per multiply-add; elementwise ops, activations, norms, reductions, the optimiser, "
+        "clipping and the EMA count 0, and so does the exact gmm teacher (elementwise). A jvp of "
+        "a linear or conv layer counts 3x its forward (torch 2.14 also multiplies by the "
+        "weights' zero tangent). x fm (FLOPs) = GFLOP/step / fm's.",
         "- peak MB: memory one call takes above what was held before it (activations, "
         "gradients, temporaries; not the weights): CUDA `torch.cuda.max_memory_allocated` minus "
         "`memory_allocated` before; CPU peak RSS minus RSS before (approximate, measured after "
