@@ -54,10 +54,17 @@ def _moved(ref, stats, rng, how: str) -> pd.DataFrame:
     return new
 
 
+def _counts(ref: pd.DataFrame) -> tuple[int, int]:
+    """Seed 0's matchable rows and how many of them hold a number (the rest are n/a notes)."""
+    rows = V.matchable(_seed0(ref))
+    return len(rows), int((rows["note"] == "").sum())
+
+
 def test_identical(ref):
+    n, _ = _counts(ref)
     v = V.judge(_seed0(ref), ref, [0])
-    assert v.kind == "identical" and v.rows == 345 and v.bits == 0
-    assert v.headline() == "identical: 345 rows equal bit for bit"
+    assert v.kind == "identical" and v.rows == n and v.bits == 0
+    assert v.headline() == f"identical: {n} rows equal bit for bit"
     assert V.judge(ref, ref).kind == "identical"  # all three seeds
 
 
@@ -65,9 +72,10 @@ def test_identical(ref):
 def test_synthetic_cross_machine_run_is_consistent(ref, stats, how):
     v = V.judge(_moved(ref, stats, np.random.default_rng(7), how), ref, [0])
     assert v.kind == "consistent", v.lines()
-    # the 24 n/a rows stay bit-equal, and so do rows without seed noise (the exact floor's 0)
-    assert v.rows == 345 and 300 < v.bits <= 321
-    assert v.headline().startswith(f"consistent: 345 rows, {v.bits} differ in bits, all within")
+    # the n/a rows stay bit-equal, and so do rows without seed noise (the exact floor's 0)
+    n, numeric = _counts(ref)
+    assert v.rows == n and 0.85 * numeric < v.bits <= numeric
+    assert v.headline().startswith(f"consistent: {n} rows, {v.bits} differ in bits, all within")
     assert f"k = {V.K:g}" in v.headline()
 
 
@@ -102,7 +110,7 @@ def test_one_method_shifted_differs_naming_it(ref, stats):
     assert len(v.outside) == 15  # all of lmd's rows, nothing else
     z = v.outside["z"].abs().to_numpy()
     assert (np.diff(z) <= 0).all()  # worst first
-    assert v.headline().startswith("differs: 15 of 345 rows outside the seed-noise band")
+    assert v.headline().startswith(f"differs: 15 of {_counts(ref)[0]} rows outside the seed-noise")
     assert v.lines()[0].startswith("outside: method=lmd")
 
 
@@ -217,6 +225,6 @@ def test_row_band_formula(stats):
     rho2 = r["rho_col"] ** 2 + r["rho_method"] ** 2 + V.FLOOR_REL**2
     expect = math.sqrt(r["std"] ** 2 + rho2 * r["mean"] ** 2 + V.ATOL**2)
     assert r["sigma"] == pytest.approx(expect)
-    assert r["std"] / r["mean"] < 0.005 < 0.03 < r["rho_col"]  # pooled where the row is tiny
+    assert r["std"] / r["mean"] < 0.01 < 0.03 < r["rho_col"]  # pooled where the row is tiny
     assert V.chi2_median_ratio(2) == pytest.approx(math.log(2))
     assert V.chi2_median_ratio(10) == pytest.approx(0.9337, abs=2e-3)  # chi2(10) median 9.342
