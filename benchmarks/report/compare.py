@@ -23,6 +23,7 @@ import pandas as pd
 
 from benchmarks.base.cli import OneLineParser
 from benchmarks.base.rows import read_rows
+from benchmarks.report.folders import method_of_cell
 from benchmarks.report.verdict import Verdict, judge
 
 
@@ -30,8 +31,7 @@ def _of_cells(rows: pd.DataFrame, methods: Sequence[str] | None) -> pd.DataFrame
     """The rows written by the cells of ``methods`` and the ``exact`` cell (None: every row)."""
     if methods is None:
         return rows
-    cell = rows["run"].astype(str).str.rsplit("-s", n=1).str[0]
-    return rows[cell.isin([*methods, "exact"])]
+    return rows[rows["run"].astype(str).map(method_of_cell).isin([*methods, "exact"])]
 
 
 def compare(

@@ -24,6 +24,11 @@ CONFIG, STATE, METRICS, ERROR_LOG = "config.json", "state.json", "metrics.csv", 
 SUBMIT = "submit.json"  # written by the Slurm launcher when it submits the cell
 
 
+def method_of_cell(name: str) -> str:
+    """The method of a cell named ``<method>-s<seed>`` (``benchmarks.cells.Cell.name``)."""
+    return name.rsplit("-s", 1)[0]
+
+
 def stored_config(d: Path) -> dict:
     """A cell's config.json without what it learned while running (``problem``)."""
     stored = read_json(d / CONFIG)
@@ -42,7 +47,7 @@ def failure_rows(d: Path) -> pd.DataFrame:
     spec = registry.get(cfg.dataset)
     names = metric_names(spec.kind == "images", spec.has_oracle, cfg.eval)
     note = failure_note(state.get("kind", "error"), state.get("step"), state.get("reason", ""))
-    method = d.name.rsplit("-s", 1)[0]
+    method = method_of_cell(d.name)
     rows = [
         dict(
             method=method,
