@@ -41,6 +41,7 @@ from benchmarks.evaluation.evaluate import (
 from benchmarks.evaluation.scorer import Scorer
 from benchmarks.report.folders import CONFIG, ERROR_LOG, METRICS, STATE, stored_config
 from benchmarks.training import distributed, factory
+from benchmarks.training.flops import cell_flops
 from benchmarks.training.loop import CKPT, NonFiniteLoss, TrainResult, train
 from methods import METHODS
 from unify import Interpolant
@@ -229,6 +230,8 @@ def _run(out, cfg, cell, device, quiet, position) -> dict:
             _finish(d, evaluate_exact(scorer, FLOOR), cfg, cell, result, {"weights": "exact map"})
         return {"state": "done"}
     teacher, cost = teacher_for(out, cfg, cell, problem, interp, device)
+    x1 = BatchSampler(problem.train, cfg.train.batch, seed=cell.seed).next().to(device)
+    flops = cell_flops(cfg, cell.method, problem.shape, teacher, device, interp, x1)
     torch.manual_seed(cell.seed)  # the same initial weights for every method of a seed
     p = factory.parts(cfg, cell.method, problem.shape, teacher, device, interp)
     about = provenance(cfg, cell, p.method.init, p.ema_law.describe())
@@ -247,7 +250,7 @@ def _run(out, cfg, cell, device, quiet, position) -> dict:
         ev = evaluate_teacher(p.method, p.ema, scorer)
     else:
         ev = evaluate_method(p.method, p.ema, scorer)
-    _finish(d, ev, cfg, cell, result, about, cost)
+    _finish(d, ev, cfg, cell, result, about, cost, flops)
     return {"state": "done"}
 
 
@@ -267,8 +270,10 @@ def _finish(
     result: TrainResult,
     about: dict,
     teacher_cost: tuple[int, float] = (0, 0.0),
+    flops: float = 0.0,
 ) -> None:
-    """Write samples, train.json, then metrics.csv (last: it marks the cell done)."""
+    """Write samples, train.json, then metrics.csv (last: it marks the cell done); ``flops``: the
+    run's counted training FLOPs (``benchmarks.training.flops.cell_flops``)."""
     rows = pd.DataFrame(ev.rows).assign(
         dataset=cfg.dataset,
         seed=cell.seed,
@@ -278,6 +283,7 @@ def _finish(
         train_steps=result.steps,
         train_images=result.images,
         train_seconds=round(result.seconds, 3),
+        train_flops=flops,
         teacher_steps=teacher_cost[0],
         teacher_seconds=round(teacher_cost[1], 3),
         git_sha=git_sha(),

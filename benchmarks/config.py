@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-BUDGETS = ("smoke", "small", "paper")
+BUDGETS = ("smoke", "small", "long", "paper")  # a dataset defines each it supports
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -161,6 +161,11 @@ def load_config(
     path = CONFIG_DIR / f"{dataset}.yaml"
     preset = (yaml.safe_load(path.read_text()) if path.exists() else {}) or {}
     budgets = preset.pop("budgets", {}) or {}
+    if budget not in budgets:
+        raise ConfigError(
+            f"budget {budget!r} is not defined for dataset {dataset!r} ({path.name}); "
+            f"defined: {', '.join(b for b in BUDGETS if b in budgets)}"
+        )
     spec = registry.get(dataset)
     cfg = RunConfig(dataset=dataset, budget=budget, teacher=spec.default_teacher)
     for layer in (preset, budgets.get(budget, {}) or {}, cli, parse_overrides(overrides)):

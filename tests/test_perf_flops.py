@@ -1,4 +1,4 @@
-"""FLOPs per training step (``benchmarks.perf.flops.step_flops``) on a tiny MLP, on the CPU."""
+"""FLOPs per training step (``benchmarks.training.flops.step_flops``) on a tiny MLP, on the CPU."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import warnings
 import torch
 
 from benchmarks.config import RunConfig, load_config
-from benchmarks.perf.flops import step_flops
 from benchmarks.training import factory
+from benchmarks.training.flops import step_flops
 from benchmarks.training.loop import train_step
 
 

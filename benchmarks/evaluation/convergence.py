@@ -1,8 +1,8 @@
 """Convergence probes: each cell scores its evaluation model at a few points of training.
 
 At the fractions ``eval.convergence`` of the steps (1/8, 1/4, 1/2 and the end by default) the
-EMA model is scored on the first ``eval.convergence_samples`` evaluation noises at NFE 1 and the
-largest NFE the method can do; the rows go to the cell's ``convergence.csv`` (one row per step,
+EMA model is scored on the first ``eval.convergence_samples`` evaluation noises at NFE 1, each NFE
+up to 4 and the largest NFE the method can do (``benchmarks.evaluation.evaluate.probe``); the rows go to the cell's ``convergence.csv`` (one row per step,
 NFE and metric, rewritten atomically). A probe reads the model and draws no training random
 numbers, so a run that is stopped or killed and resumed writes the same rows as an
 uninterrupted one: after a resume the probe of the checkpoint's step runs if its rows are missing.

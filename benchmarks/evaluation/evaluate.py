@@ -205,16 +205,19 @@ def evaluate_teacher(method: Method, fm: FlowMap, scorer: Scorer) -> Evaluation:
     return ev
 
 
+PROBE_FEW = 4  # probes also score every NFE up to this: quality vs compute "at NFE <= 4"
+
+
 def probe(method: Method, fm: FlowMap, scorer: Scorer, n: int) -> list[dict]:
-    """Convergence rows: ``n`` samples at NFE 1 and the largest NFE the method can do (or its
-    only NFE), from the start of the evaluation noise; the training RNG is left untouched."""
+    """Convergence rows: ``n`` samples at NFE 1, each NFE up to ``PROBE_FEW`` and the largest NFE
+    the method can do (or its only NFE), from the start of the evaluation noise; the training RNG is left untouched."""
     nfes = [k for k in scorer.cfg.nfe if method.supports(k)]
     if not nfes:
         return []
     x0, rows = scorer.noise()[:n], []
     fork = [scorer.device] if scorer.device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork):
-        for nfe in sorted({min(nfes), max(nfes)}):
+        for nfe in sorted({min(nfes), max(nfes), *(k for k in nfes if k <= PROBE_FEW)}):
             samples, _ = _own_samples(method, fm, scorer, x0, nfe)
             scores = scorer.score(
                 samples, exact=scorer.exact_samples[:n] if scorer.has_oracle else None

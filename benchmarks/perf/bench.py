@@ -7,7 +7,7 @@ step -> schedule -> EMA -> after_step, data fetch included) on a model prepared 
 ``benchmarks.training.loop.prepare_model``, for every method on one network and batch. Methods with a
 teacher carry it, and its cost is part of their step: the exact mixture velocity on the 2D MLP, a
 frozen fm net of the same architecture on images (Heun with ``TEACHER_MAX_DT``, as the harness).
-Its FLOPs are counted by ``benchmarks.perf.flops.step_flops``. Sampling times the flow-map
+Its FLOPs are counted by ``benchmarks.training.flops.step_flops``. Sampling times the flow-map
 composition at NFE 1..16 and the fm velocity with Euler, Heun and adaptive dopri5 (the harness's
 tolerances), with the counted NFE. ``perf.csv`` (one row per
 measurement) and ``perf.md`` are written by ``benchmarks.perf.report``.
@@ -36,11 +36,11 @@ from benchmarks.config import NetCfg, RunConfig, TrainCfg, apply_updates, load_c
 from benchmarks.data.batches import BatchSampler
 from benchmarks.data.registry import Problem
 from benchmarks.evaluation.evaluate import run_sampler, sample_batch_for
-from benchmarks.perf.flops import step_flops
 from benchmarks.perf.probe import exact_rss, host_syncs, interleaved, peak_mem_mb, timings
 from benchmarks.perf.report import write_outputs
 from benchmarks.training import factory
 from benchmarks.training.factory import Parts
+from benchmarks.training.flops import step_flops
 from benchmarks.training.loop import autocast_for, prepare_model, to_device, train_step
 from methods import METHODS
 from unify.flowmap import FlowMap

@@ -122,7 +122,7 @@ def markdown(df: pd.DataFrame, argv: list[str] | None, seconds: float) -> str:
         "step, lr schedule, EMA, after_step; data fetch included), median over repeated steps after "
         "warm-up; x fm = median / fm's median on the same net, batch and compile setting. A "
         "teacher's cost (named in the table) is part of the step.",
-        "- GFLOP/step: counted, not timed (`benchmarks.perf.flops.step_flops`: "
+        "- GFLOP/step: counted, not timed (`benchmarks.training.flops.step_flops`: "
         "`torch.utils.flop_counter.FlopCounterMode` over one whole `train_step`, jvps, teacher "
         "solves and backward included; after one warm-up step, the mean of `--flops-steps` (default "
         "4) steps spread evenly over `train.steps`, since steps vary: random solve lengths, "
