@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 
+import pandas as pd
 import torch
 
 from benchmarks.config import RunConfig, load_config
@@ -55,3 +56,26 @@ def test_count_scales_linearly_with_batch() -> None:
     for name in ("fm", "meanflow"):
         small, large = flops_of(name, 32), flops_of(name, 128)
         assert abs(large / small - 4) < 0.2, (name, small, large)
+
+
+def test_cells_write_train_flops_and_the_backfill_recounts_them(tmp_path) -> None:
+    """Every row of a run carries its cell's ``train_flops``: 0 for the exact floor, fm's the
+    least, a distillation method's teacher charged (lmd's exact-teacher solves cost a network's
+    forward) and no's one-time trajectory pool counted. ``benchmarks.perf.backfill`` recounts a
+    cell whose rows lack the column to the same number."""
+    from benchmarks.perf.backfill import backfill
+    from benchmarks.run import main
+
+    out = tmp_path / "r"
+    argv = ["--methods", "fm,lmd,no", "--dataset", "gmm", "--budget", "smoke", "--out", str(out)]
+    main([*argv, "--quiet", "net.hidden=16", "net.depth=2"])
+    rows = pd.read_csv(out / "gmm" / "metrics.csv")
+    assert rows["train_flops"].notna().all()
+    per = rows.groupby("run")["train_flops"].agg(["min", "max"])
+    assert (per["min"] == per["max"]).all(), "one count per cell"
+    f = per["min"]
+    assert f["exact-s0"] == 0 and 0 < f["fm-s0"] < f["lmd-s0"] < f["no-s0"], f
+    cell = out / "gmm" / "runs" / "lmd-s0" / "metrics.csv"
+    pd.read_csv(cell).drop(columns="train_flops").to_csv(cell, index=False)
+    assert backfill(out) == 1
+    assert pd.read_csv(cell)["train_flops"].eq(f["lmd-s0"]).all()
