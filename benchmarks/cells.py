@@ -270,10 +270,10 @@ def _finish(
     result: TrainResult,
     about: dict,
     teacher_cost: tuple[int, float] = (0, 0.0),
-    flops: float = 0.0,
+    flops: tuple[float, float] = (0.0, 0.0),
 ) -> None:
     """Write samples, train.json, then metrics.csv (last: it marks the cell done); ``flops``: the
-    run's counted training FLOPs (``benchmarks.training.flops.cell_flops``)."""
+    run's counted training FLOPs and their one-time part (``benchmarks.training.flops.cell_flops``)."""
     rows = pd.DataFrame(ev.rows).assign(
         dataset=cfg.dataset,
         seed=cell.seed,
@@ -283,7 +283,8 @@ def _finish(
         train_steps=result.steps,
         train_images=result.images,
         train_seconds=round(result.seconds, 3),
-        train_flops=flops,
+        train_flops=flops[0],
+        train_flops_once=flops[1],
         teacher_steps=teacher_cost[0],
         teacher_seconds=round(teacher_cost[1], 3),
         git_sha=git_sha(),

@@ -75,7 +75,14 @@ def test_cells_write_train_flops_and_the_backfill_recounts_them(tmp_path) -> Non
     assert (per["min"] == per["max"]).all(), "one count per cell"
     f = per["min"]
     assert f["exact-s0"] == 0 and 0 < f["fm-s0"] < f["lmd-s0"] < f["no-s0"], f
-    cell = out / "gmm" / "runs" / "lmd-s0" / "metrics.csv"
-    pd.read_csv(cell).drop(columns="train_flops").to_csv(cell, index=False)
+    once = rows.groupby("run")["train_flops_once"].first()
+    assert once["no-s0"] > 0.5 * f["no-s0"], "no's pool is one-time work"
+    assert once["fm-s0"] < 0.01 * f["fm-s0"], "fm has none"
+    cell = out / "gmm" / "runs" / "no-s0" / "metrics.csv"
+    pd.read_csv(cell).drop(columns=["train_flops", "train_flops_once"]).to_csv(cell, index=False)
     assert backfill(out) == 1
-    assert pd.read_csv(cell)["train_flops"].eq(f["lmd-s0"]).all()
+    again = pd.read_csv(cell)
+    assert (
+        again["train_flops"].eq(f["no-s0"]).all()
+        and again["train_flops_once"].eq(once["no-s0"]).all()
+    )

@@ -1,4 +1,4 @@
-"""Add ``train_flops`` to finished cells written before the column existed.
+"""Add ``train_flops`` (and ``train_flops_once``) to finished cells written before the column existed.
 
     python -m benchmarks.perf.backfill DIR [--force]
 
@@ -28,15 +28,15 @@ from benchmarks.training import factory
 from benchmarks.training.flops import cell_flops
 from methods import METHODS
 
-COLUMN = "train_flops"
+COLUMNS = ("train_flops", "train_flops_once")
 
 
-def count(d: Path) -> float:
-    """``train_flops`` of the finished cell ``d``, from its config.json, on the CPU."""
+def count(d: Path) -> tuple[float, float]:
+    """``COLUMNS`` of the finished cell ``d``, from its config.json, on the CPU."""
     conf = stored_config(d)
     seed, name = conf.pop("seed"), method_of_cell(d.name)
     if name == FLOOR:
-        return 0.0
+        return 0.0, 0.0
     cfg = apply_updates(RunConfig(), conf)
     problem = factory.load_problem(cfg, seed)
     interp, shape, cpu = factory.interpolant(cfg), problem.shape, torch.device("cpu")
@@ -50,7 +50,7 @@ def count(d: Path) -> float:
 
 
 def backfill(root: Path, force: bool = False) -> int:
-    """Count and write ``train_flops`` for every finished cell under ``root`` that lacks it (all
+    """Count and write ``COLUMNS`` for every finished cell under ``root`` that lacks them (all
     with ``force``); rewrite each touched folder's reports. Returns the number of cells written."""
     done = 0
     for folder, cells in cell_folders(root).items():
@@ -60,11 +60,11 @@ def backfill(root: Path, force: bool = False) -> int:
             if not path.exists():
                 continue
             rows = read_rows(path)
-            if COLUMN in rows.columns and rows[COLUMN].notna().all() and not force:
+            if all(c in rows and rows[c].notna().all() for c in COLUMNS) and not force:
                 continue
             flops = count(d)
-            write_csv(rows.assign(**{COLUMN: flops}), path)
-            print(f"{d}: {flops:.4g} FLOPs", flush=True)
+            write_csv(rows.assign(**dict(zip(COLUMNS, flops, strict=True))), path)
+            print(f"{d}: {flops[0]:.4g} FLOPs ({flops[1]:.4g} once)", flush=True)
             touched.append(d)
         if touched:
             report_folder(folder, cells)

@@ -85,11 +85,15 @@ def step_flops(
     return total / n
 
 
-def run_flops(parts: Parts, x1: Tensor, cfg: TrainCfg, n: int = 8, seed: int = 0) -> float:
-    """FLOPs of a whole run of ``cfg.steps`` steps: step 0 counted on its own (it holds one-time
-    work, e.g. ``no``'s trajectory pool) plus (steps - 1) times the mean of ``n`` steps spread
-    evenly over the rest (``step_flops`` with no warm-up; stages are counted in proportion).
-    Same copy, RNG and determinism as ``step_flops``."""
+def run_flops(
+    parts: Parts, x1: Tensor, cfg: TrainCfg, n: int = 8, seed: int = 0
+) -> tuple[float, float]:
+    """(total, once): FLOPs of a whole run of ``cfg.steps`` steps, and the one-time part of it.
+    Step 0 is counted on its own (it holds one-time work, e.g. ``no``'s trajectory pool); the
+    other steps are (steps - 1) times the mean of ``n`` steps spread evenly over them
+    (``step_flops`` with no warm-up; stages are counted in proportion); ``once`` = step 0's
+    excess over that mean (0 when it has none), so training to step k costs about
+    once + (total - once) * k / steps. Same copy, RNG and determinism as ``step_flops``."""
     p = copy_parts(parts, cfg)
     autocast = autocast_for(x1.device)
     devices = [x1.device] if x1.device.type == "cuda" else []
@@ -98,11 +102,11 @@ def run_flops(parts: Parts, x1: Tensor, cfg: TrainCfg, n: int = 8, seed: int = 0
         torch.manual_seed(seed)
         first = _count(p, x1, range(1), cfg, autocast)
         if rest < 1:
-            return first
+            return first, 0.0
         n = min(n, rest)
         every = rest // n
-        spread = _count(p, x1, range(1, 1 + n * every, every), cfg, autocast)
-    return first + rest * spread / n
+        mean = _count(p, x1, range(1, 1 + n * every, every), cfg, autocast) / n
+    return first + rest * mean, max(0.0, first - mean)
 
 
 def charged_teacher(
@@ -128,8 +132,8 @@ def cell_flops(
     interp: Interpolant,
     x1: Tensor,
     n: int = 8,
-) -> float:
-    """``train_flops`` of a cell: ``run_flops`` of method ``name`` on fresh parts built like the
+) -> tuple[float, float]:
+    """``train_flops`` and ``train_flops_once`` of a cell: ``run_flops`` of method ``name`` on fresh parts built like the
     run's, with the ``charged_teacher``, on one training batch ``x1``. Builds a model, so it draws
     from the global RNG: call it before the run seeds its initial weights."""
     p = factory.parts(
