@@ -13,6 +13,7 @@ FIGURES = (
     "flow_map_2d",
     "speedup",
     "convergence",
+    "compute",
     "training",
     "table_main",
 )

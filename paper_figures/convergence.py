@@ -37,10 +37,13 @@ FILE = "convergence.csv"
 COLUMNS = ("step", "method", "seed", "nfe", "metric", "value")
 
 
-def read_all(results: Path) -> tuple[pd.DataFrame, list[str]]:
-    """Every cell's convergence rows with a ``dataset`` column; notes on unreadable files."""
+def read_all(results: Path, only: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Every cell's convergence rows (of dataset ``only``, or all) with a ``dataset`` column;
+    notes on unreadable files."""
     frames, notes = [], []
     for d in sorted(p.parent.name for p in Path(results).glob("*/runs")):
+        if only is not None and d != only:
+            continue
         for r in runs(results, d):
             path = r.path / FILE
             if not path.is_file():

@@ -16,9 +16,9 @@ from paper_figures.common import Skip
 
 STEMS = (
     "fid_vs_nfe_gmm fid_vs_nfe_cifar-gmm samples_gmm samples_cifar-gmm flow_map_2d speedup "
-    "convergence training"
+    "convergence compute training"
 ).split()
-WRITTEN = {*(f"{s}.{e}" for s in STEMS for e in ("pdf", "png")), "table_main.tex"}
+WRITTEN = {*(f"{s}.{e}" for s in STEMS for e in ("pdf", "png")), "table_main.tex", "compute.md"}
 
 
 @pytest.fixture(scope="module")

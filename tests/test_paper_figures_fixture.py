@@ -90,6 +90,8 @@ def row_dicts(dataset: str, table: dict, metrics: dict[str, float], teacher: boo
                     train_steps=10,
                     train_images=1280,
                     train_seconds=TRAIN.get(cell, 0.0),
+                    train_flops=1e9 * TRAIN.get(cell, 0.0),
+                    train_flops_once=0.0,
                     teacher_steps=0,
                     teacher_seconds=TEACHER_SECONDS.get(m, 0.0),
                     budget="smoke",

@@ -92,8 +92,8 @@ def run_flops(
     Step 0 is counted on its own (it holds one-time work, e.g. ``no``'s trajectory pool); the
     other steps are (steps - 1) times the mean of ``n`` steps spread evenly over them
     (``step_flops`` with no warm-up; stages are counted in proportion); ``once`` = step 0's
-    excess over that mean (0 when it has none), so training to step k costs about
-    once + (total - once) * k / steps. Same copy, RNG and determinism as ``step_flops``."""
+    excess over step 0 run again with the same random draws (0 when it has none), so training
+    to step k costs about once + (total - once) * k / steps. Same copy, RNG and determinism as ``step_flops``."""
     p = copy_parts(parts, cfg)
     autocast = autocast_for(x1.device)
     devices = [x1.device] if x1.device.type == "cuda" else []
@@ -101,12 +101,14 @@ def run_flops(
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         first = _count(p, x1, range(1), cfg, autocast)
+        torch.manual_seed(seed)  # step 0 again, same random draws: its one-time work is done
+        once = first - _count(p, x1, range(1), cfg, autocast)
         if rest < 1:
-            return first, 0.0
+            return first, once
         n = min(n, rest)
         every = rest // n
         mean = _count(p, x1, range(1, 1 + n * every, every), cfg, autocast) / n
-    return first + rest * mean, max(0.0, first - mean)
+    return first + rest * mean, once
 
 
 def charged_teacher(
