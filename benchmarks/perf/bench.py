@@ -40,7 +40,7 @@ from benchmarks.perf.probe import exact_rss, host_syncs, interleaved, peak_mem_m
 from benchmarks.perf.report import write_outputs
 from benchmarks.training import factory
 from benchmarks.training.factory import Parts
-from benchmarks.training.flops import step_flops
+from benchmarks.training.flops import charged_teacher, step_flops
 from benchmarks.training.loop import autocast_for, prepare_model, to_device, train_step
 from methods import METHODS
 from unify.flowmap import FlowMap
@@ -140,10 +140,14 @@ def row(kind: str, b: Bench, device: torch.device, secs: list[float], **kw) -> d
 
 def count_flops(b: Bench, name: str, device: torch.device, n: int) -> float:
     """FLOPs of one training step of ``name``: ``step_flops`` on fresh, uncompiled parts, one
-    warm-up step, the mean of ``n`` steps spread over ``train.steps`` (each stage counted); cached
-    per method (compiled rows reuse it); n 0: NaN."""
+    warm-up step, the mean of ``n`` steps spread over ``train.steps`` (each stage counted), the
+    teacher's calls charged at a network's forward (``charged_teacher``, as a cell's
+    ``train_flops``; the timed step keeps the exact 2D velocity); cached per method (compiled rows
+    reuse it); n 0: NaN."""
     if n > 0 and name not in b.flops:
-        parts = make_stepper(b, name, device, False)[1]
+        torch.manual_seed(0)
+        teacher = charged_teacher(b.teacher, b.cfg, b.problem.shape, device)
+        parts = factory.parts(b.cfg, name, b.problem.shape, teacher, device)
         x1 = to_device(BatchSampler(b.problem.train, b.cfg.train.batch).next(), device)
         every = max(1, b.cfg.train.steps // n)
         b.flops[name] = step_flops(parts, x1, 0, b.cfg.train, n=n, every=every)

@@ -129,7 +129,9 @@ def markdown(df: pd.DataFrame, argv: list[str] | None, seconds: float) -> str:
         "stages, curricula). Only what the counter knows counts: "
         "matmuls (mm, addmm, bmm, baddbmm), convolutions and their backward, attention, at 2 "
         "FLOPs per multiply-add; elementwise ops, activations, norms, reductions, the optimiser, "
-        "clipping and the EMA count 0, and so does the exact gmm teacher (elementwise). A jvp of "
+        "clipping and the EMA count 0. A teacher's calls are charged at a network's forward (the "
+        "exact gmm velocity, elementwise and timed as it is, by a stand-in MLP: "
+        "`charged_teacher`), as a cell's `train_flops` does. A jvp of "
         "a linear or conv layer counts 3x its forward (torch 2.14 also multiplies by the "
         "weights' zero tangent). x fm (FLOPs) = GFLOP/step / fm's.",
         "- peak MB: memory one call takes above what was held before it (activations, "
