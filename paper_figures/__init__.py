@@ -14,6 +14,7 @@ FIGURES = (
     "speedup",
     "convergence",
     "compute",
+    "verdicts",
     "training",
     "table_main",
 )

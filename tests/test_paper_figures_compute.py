@@ -83,7 +83,7 @@ def made(tmp_path_factory) -> tuple[Path, str]:
 
 
 def row(md: str, view: str, method: str) -> list[str]:
-    section = md.split(f": {view}\n", 1)[1].split("\n## ", 1)[0]
+    section = md.split(f": {view}\n", 1)[1].split("\n## ", 1)[0] if view else md
     line = next(x for x in section.splitlines() if x.startswith(f"| {method} |"))
     return [c.strip() for c in line.strip("|").split("|")][1:]
 
@@ -136,3 +136,27 @@ def test_skips_without_flop_counts(tmp_path) -> None:
     rows.to_csv(tmp_path / "gmm" / "metrics.csv", index=False)
     with pytest.raises(Skip, match="train_flops"):
         compute.make(tmp_path, tmp_path / "out")
+
+
+def test_three_verdicts_rank_each_method_at_steps_compute_and_convergence(tmp_path) -> None:
+    """Equal steps and converged: the final NFE-1 rows of the small and long tiers; equal
+    compute: fm's whole small run (9000 FLOPs) read off the long tier's probes, as compute.md."""
+    from paper_figures import verdicts
+
+    write(tmp_path / "gmm")
+    long = {**RUNS, "lmd": (300.0, 0.0, {0: {1: {10: 0.5, 30: 0.2, 90: 0.1}}})}
+    write(tmp_path / "long" / "gmm", long)
+    verdicts.make(tmp_path, tmp_path / "out")
+    md = (tmp_path / "out" / "verdicts.md").read_text()
+    assert "## gmm: flowmap_err at NFE 1 (small tier: 90 steps)" in md
+    w = math.log(9000 / 8000) / math.log(14000 / 8000)
+    assert row(md, "", "lmd") == [
+        f"0.3 ± {math.sqrt(0.005):.2g}",
+        "1",
+        "0.2 ± 0",
+        "1",
+        "0.1 ± 0",
+        "1",
+    ]
+    assert row(md, "", "no") == ["0.3 ± 0", "1", f"{0.6 - 0.3 * w:.3g} ± 0", "2", "0.3 ± 0", "2"]
+    assert row(md, "", "meanflow") == ["0.6 ± 0", "3", "> run", "", "0.6 ± 0", "3"]
