@@ -23,7 +23,7 @@ import pandas as pd
 
 from benchmarks.base.atomic import atomic_open
 from benchmarks.base.rows import CONVERGENCE, is_baseline, read_rows
-from benchmarks.report.convergence import improving
+from benchmarks.report.convergence import improving, probe_nfe
 from paper_figures import style
 from paper_figures.common import Made, Skip, run_command
 from paper_figures.compute import ERRORS, TEACHER, at_compute, cost, probes, tiers
@@ -94,6 +94,44 @@ def markdown(t: pd.DataFrame, long: bool) -> list[str]:
     return lines
 
 
+CURVE = (1 / 3, 1 / 2, 2 / 3, 5 / 6, 1)  # fractions of the long run shown for a † method
+
+
+def _change(ratio: float) -> str:
+    """A relative change as "-12 %" (0 % unsigned)."""
+    pct = round(100 * (ratio - 1))
+    return f"{pct:+d} %" if pct else "0 %"
+
+
+def still_improving(long: Path, error: str) -> list[str]:
+    """The curves behind the long tier's daggers: each † method's NFE-1 error (mean over seeds)
+    at ``CURVE`` of its run, the fall over the last half (the dagger's test) and over the last
+    sixth (how fast it still falls at the end)."""
+    if not (long / CONVERGENCE).exists():
+        return []
+    conv = read_rows(long / CONVERGENCE)
+    marked = sorted(improving(conv, error))
+    if not marked:
+        return ["", "No method of the long tier is still improving (†)."]
+    sub = probe_nfe(conv[conv["metric"] == error])
+    mean = sub.groupby(["method", "step"])["value"].mean()
+    steps = sorted(sub["step"].unique())
+    last = steps[-1]
+    at = [min(steps, key=lambda k, f=f: abs(k - f * last)) for f in CURVE]
+    lines = [
+        "",
+        f"The † of the long tier, with their curves ({error}, NFE 1, mean over seeds):",
+        "",
+    ]
+    lines += ["| method | " + " | ".join(f"step {k}" for k in at) + " | last half | last sixth |"]
+    lines += ["|---" + "|---:" * (len(at) + 2) + "|"]
+    for m in style.order(marked):
+        v = [float(mean.get((m, k), np.nan)) for k in at]
+        cells = [f"{x:.3g}" for x in v] + [_change(v[-1] / v[1]), _change(v[-1] / v[-2])]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def make(results: Path, out: Path) -> list[Path]:
     """Write ``verdicts.md``; Skip when no oracle dataset has FLOP counts and probes."""
     deepest = tiers(results)
@@ -113,6 +151,8 @@ def make(results: Path, out: Path) -> list[Path]:
         steps = int(cost(small)["train_steps"].max())
         lines += ["", f"## {d}: {error} at NFE 1 (small tier: {steps} steps)", ""]
         lines += markdown(t, long is not None)
+        if long is not None:
+            lines += still_improving(long, error)
         found += 1
     if not found:
         raise Skip(f"no oracle dataset under {results} has train_flops and probes", run_command())

@@ -160,3 +160,21 @@ def test_three_verdicts_rank_each_method_at_steps_compute_and_convergence(tmp_pa
     ]
     assert row(md, "", "no") == ["0.3 ± 0", "1", f"{0.6 - 0.3 * w:.3g} ± 0", "2", "0.3 ± 0", "2"]
     assert row(md, "", "meanflow") == ["0.6 ± 0", "3", "> run", "", "0.6 ± 0", "3"]
+
+
+def test_the_long_tiers_daggers_come_with_their_curves(tmp_path) -> None:
+    """A † in the converged column is explained by its curve: lmd's long run fell from 0.2 at
+    its half to 0.1 at its end (-50 %)."""
+    from paper_figures import verdicts
+
+    write(tmp_path / "gmm")
+    long = tmp_path / "long" / "gmm"
+    write(long, {**RUNS, "lmd": (300.0, 0.0, {0: {1: {10: 0.5, 30: 0.2, 90: 0.1}}})})
+    conv = [pd.read_csv(f) for f in sorted(long.glob("runs/*/convergence.csv"))]
+    pd.concat(conv).to_csv(long / "convergence.csv", index=False)
+    verdicts.make(tmp_path, tmp_path / "out")
+    md = (tmp_path / "out" / "verdicts.md").read_text()
+    assert row(md, "", "lmd")[4] == "0.1 ± 0 †"
+    curves = md.split("The † of the long tier", 1)[1]
+    line = next(x for x in curves.splitlines() if x.startswith("| lmd |"))
+    assert line.endswith("| 0.1 | -50 % | 0 % |"), line
