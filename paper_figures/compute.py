@@ -12,8 +12,9 @@ when it exists (``--budget long``), else ``<results>/<d>``.
 Figure ``compute.{pdf,png}``: rows (dataset, view), one panel per method family, x = training
 FLOPs (log), mean over seeds with the spread shaded. Table ``compute.md``: per dataset and view,
 each method's error (mean ± std over seeds, each seed's curve interpolated linearly in log compute)
-at the compute fm spends in S/9, S/3 and S steps (S: the tier's steps); "—" where the method's
-first probe already cost more, "> run" where its run ended before.
+at the compute fm spends in S/9, S/3 and S steps (S: the tier's steps); "—" where the method
+has no probe that early (its first cost more, or a staged method could not yet sample at that
+NFE), "> run" where its run ended before.
 """
 
 from __future__ import annotations
@@ -110,8 +111,11 @@ def figure(data: dict[str, pd.DataFrame]) -> Figure:
 
 def at_compute(conv: pd.DataFrame, flops: float, best: bool) -> tuple[float, float, str]:
     """(mean, std, mark) of one method's error at ``flops``: each seed's curve at each NFE
-    interpolated linearly in log compute, then the NFE (1, or the best <= FEW) by the mean."""
-    out = {}
+    interpolated linearly in log compute, then the NFE (1, or the best <= FEW) by the mean. An
+    NFE whose probes do not reach ``flops`` (a staged method samples at its stage's NFE only) is
+    left out; with none left the mark says why: "—" (its probes all cost more: none that early)
+    or "> run" (its run ended before)."""
+    out, marks = {}, set()
     for nfe, g in conv.groupby("nfe"):
         if not best and nfe != 1:
             continue
@@ -119,13 +123,15 @@ def at_compute(conv: pd.DataFrame, flops: float, best: bool) -> tuple[float, flo
         for _, s in g.groupby("seed"):
             s = s.sort_values("step")
             if flops < s["flops"].iloc[0] * (1 - 1e-9):
-                return np.nan, np.nan, "—"
-            if flops > s["flops"].iloc[-1] * (1 + 1e-9):
-                return np.nan, np.nan, "> run"
-            vals.append(np.interp(np.log(flops), np.log(s["flops"]), s["value"]))
-        out[nfe] = (float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
+                marks.add("—")
+            elif flops > s["flops"].iloc[-1] * (1 + 1e-9):
+                marks.add("> run")
+            else:
+                vals.append(np.interp(np.log(flops), np.log(s["flops"]), s["value"]))
+        if vals and len(vals) == g["seed"].nunique():
+            out[nfe] = (float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
     if not out:
-        return np.nan, np.nan, "n/a"
+        return np.nan, np.nan, ("—" if "—" in marks else "> run") if marks else "n/a"
     mean, std = min(out.values())
     return mean, std, ""
 
