@@ -101,10 +101,10 @@ def figure(data: dict[str, pd.DataFrame]) -> Figure:
                 ax.plot(s["flops"], s["mean"], label=m, gid=m, **style.line_style(m))
                 style.band(ax, s["flops"], s["mean"], s["std"].fillna(0.0), m)
             ax.set_xscale("log")
-            ax.set_title(f"{d}, {label}: {panel}")
+            ax.set_title(panel if i == 0 else "")
             ax.set_xlabel("training FLOPs" if i == len(keys) - 1 else "")
         style.maybe_log_y(axes[i, 0], v["mean"])
-        axes[i, 0].set_ylabel(data[d]["error"].iloc[0])
+        axes[i, 0].set_ylabel(f"{d}, {label}\n{data[d]['error'].iloc[0]}")
     style.family_legends(fig, axes, columns)
     return fig
 
