@@ -9,8 +9,7 @@ teacher carry it, and its cost is part of their step: the exact mixture velocity
 frozen fm net of the same architecture on images (Heun with ``TEACHER_MAX_DT``, as the harness).
 Its FLOPs are counted by ``benchmarks.training.flops.step_flops``. Sampling times the flow-map
 composition at NFE 1..16 and the fm velocity with Euler, Heun and adaptive dopri5 (the harness's
-tolerances), with the counted NFE. ``perf.csv`` (one row per
-measurement) and ``perf.md`` are written by ``benchmarks.perf.report``.
+tolerances), with the counted NFE. ``benchmarks.perf.report`` writes ``perf.csv`` and ``perf.md``.
 """
 
 from __future__ import annotations
@@ -139,15 +138,13 @@ def row(kind: str, b: Bench, device: torch.device, secs: list[float], **kw) -> d
 
 
 def count_flops(b: Bench, name: str, device: torch.device, n: int) -> float:
-    """FLOPs of one training step of ``name``: ``step_flops`` on fresh, uncompiled parts, one
-    warm-up step, the mean of ``n`` steps spread over ``train.steps`` (each stage counted), the
-    teacher's calls charged at a network's forward (``charged_teacher``, as a cell's
-    ``train_flops``; the timed step keeps the exact 2D velocity); cached per method (compiled rows
-    reuse it); n 0: NaN."""
+    """FLOPs of a training step of ``name``: ``step_flops`` on fresh, uncompiled parts (mean of
+    ``n`` steps spread over the run after one warm-up), teacher charged as a network
+    (``charged_teacher``, as ``train_flops``); cached per method; n 0: NaN."""
     if n > 0 and name not in b.flops:
         torch.manual_seed(0)
-        teacher = charged_teacher(b.teacher, b.cfg, b.problem.shape, device)
-        parts = factory.parts(b.cfg, name, b.problem.shape, teacher, device)
+        t = charged_teacher(b.teacher, b.cfg, b.problem.shape, device)
+        parts = factory.parts(b.cfg, name, b.problem.shape, t, device)
         x1 = to_device(BatchSampler(b.problem.train, b.cfg.train.batch).next(), device)
         every = max(1, b.cfg.train.steps // n)
         b.flops[name] = step_flops(parts, x1, 0, b.cfg.train, n=n, every=every)
