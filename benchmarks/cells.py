@@ -231,7 +231,8 @@ def _run(out, cfg, cell, device, quiet, position) -> dict:
         return {"state": "done"}
     teacher, cost = teacher_for(out, cfg, cell, problem, interp, device)
     x1 = BatchSampler(problem.train, cfg.train.batch, seed=cell.seed).next().to(device)
-    flops = cell_flops(cfg, cell.method, problem.shape, teacher, device, interp, x1)
+    flops = cell_flops(cfg, cell.method, problem.shape, teacher, device, interp, x1)  # all ranks:
+    # the counted steps all-reduce their gradients like any step
     torch.manual_seed(cell.seed)  # the same initial weights for every method of a seed
     p = factory.parts(cfg, cell.method, problem.shape, teacher, device, interp)
     about = provenance(cfg, cell, p.method.init, p.ema_law.describe())
@@ -272,8 +273,7 @@ def _finish(
     teacher_cost: tuple[int, float] = (0, 0.0),
     flops: tuple[float, float] = (0.0, 0.0),
 ) -> None:
-    """Write samples, train.json, then metrics.csv (last: it marks the cell done); ``flops``: the
-    run's counted training FLOPs and their one-time part (``benchmarks.training.flops.cell_flops``)."""
+    """Write samples, train.json, then metrics.csv (last: it marks the cell done)."""
     rows = pd.DataFrame(ev.rows).assign(
         dataset=cfg.dataset,
         seed=cell.seed,

@@ -44,15 +44,15 @@ def ranks(values: pd.Series) -> pd.Series:
     return values.rank(method="min").astype("Int64")
 
 
-def verdicts(small: Path, long: Path | None, deepest: Path) -> tuple[pd.DataFrame, str]:
-    """(table, error metric) of one dataset: columns steps/compute/converged (mean, std)."""
+def verdicts(small: Path, long: Path | None, conv: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """(table, error metric) of one dataset, ``conv`` the probes of its longest tier
+    (``compute.probes``): columns steps/compute/converged (mean, std)."""
     metric = read_rows(small / "metrics.csv")["metric"]
     error = next(e for e in ERRORS if e in set(metric))
     out = one_step(small, error).add_prefix("steps_")
     c = cost(small)
     fm = c[c.index.str.startswith(f"{TEACHER}-s")]
     level = float((fm["train_flops"]).mean()) if len(fm) else np.nan
-    conv = probes(deepest)
     at = [at_compute(conv[conv["method"] == m], level, False) for m in out.index]
     out["compute_mean"], out["compute_std"], out["compute_mark"] = map(list, zip(*at, strict=True))
     if long is not None:
@@ -143,11 +143,12 @@ def make(results: Path, out: Path) -> list[Path]:
     found = 0
     for d, folder in deepest.items():
         small = Path(results) / d
-        if not (small / "metrics.csv").exists() or probes(folder).empty:
+        conv = probes(folder) if (small / "metrics.csv").exists() else pd.DataFrame()
+        if conv.empty:
             continue
         long = Path(results) / "long" / d
         long = long if (long / "metrics.csv").exists() else None
-        t, error = verdicts(small, long, folder)
+        t, error = verdicts(small, long, conv)
         steps = int(cost(small)["train_steps"].max())
         lines += ["", f"## {d}: {error} at NFE 1 (small tier: {steps} steps)", ""]
         lines += markdown(t, long is not None)

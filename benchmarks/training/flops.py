@@ -18,7 +18,9 @@ calls at a stand-in network's forward pass instead (``charged_teacher``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -44,12 +46,23 @@ def copy_parts(parts: Parts, cfg: TrainCfg) -> Parts:
     return Parts(fm, ema, method, opt, sched, parts.ema_law)
 
 
-def _count(p: Parts, x1: Tensor, steps: range, cfg: TrainCfg, autocast) -> float:
+def _count(p: Parts, x1: Tensor, steps: range, cfg: TrainCfg) -> float:
     """Total FLOPs of ``train_step`` at the step indices ``steps``, in order."""
+    autocast = autocast_for(x1.device)
     with FlopCounterMode(display=False) as counter:
         for k in steps:
             train_step(p, x1, k, cfg, autocast)
     return float(counter.get_total_flops())
+
+
+@contextlib.contextmanager
+def _isolated(parts: Parts, cfg: TrainCfg, x1: Tensor, seed: int) -> Iterator[Parts]:
+    """``copy_parts(parts, cfg)`` under a forked RNG seeded with ``seed``: the caller's parts and
+    random state are untouched, and the same arguments give the same count."""
+    devices = [x1.device] if x1.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield copy_parts(parts, cfg)
 
 
 def step_flops(
@@ -74,14 +87,9 @@ def step_flops(
     ``seed``: ``parts`` and the caller's random state are untouched, and two calls with the same
     arguments give the same count.
     """
-    p = copy_parts(parts, cfg)
-    autocast = autocast_for(x1.device)
-    devices = [x1.device] if x1.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        for k in range(step, step + warmup):
-            train_step(p, x1, k, cfg, autocast)
-        total = _count(p, x1, range(step + warmup, step + warmup + n * every, every), cfg, autocast)
+    with _isolated(parts, cfg, x1, seed) as p:
+        _count(p, x1, range(step, step + warmup), cfg)  # uncounted warm-up
+        total = _count(p, x1, range(step + warmup, step + warmup + n * every, every), cfg)
     return total / n
 
 
@@ -93,21 +101,17 @@ def run_flops(
     other steps are (steps - 1) times the mean of ``n`` steps spread evenly over them
     (``step_flops`` with no warm-up; stages are counted in proportion); ``once`` = step 0's
     excess over step 0 run again with the same random draws (0 when it has none), so training
-    to step k costs about once + (total - once) * k / steps. Same copy, RNG and determinism as ``step_flops``."""
-    p = copy_parts(parts, cfg)
-    autocast = autocast_for(x1.device)
-    devices = [x1.device] if x1.device.type == "cuda" else []
+    to step k costs about once + (total - once) * k / steps; isolated as ``step_flops``."""
     rest = cfg.steps - 1
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        first = _count(p, x1, range(1), cfg, autocast)
+    with _isolated(parts, cfg, x1, seed) as p:
+        first = _count(p, x1, range(1), cfg)
         torch.manual_seed(seed)  # step 0 again, same random draws: its one-time work is done
-        once = first - _count(p, x1, range(1), cfg, autocast)
+        once = first - _count(p, x1, range(1), cfg)
         if rest < 1:
             return first, once
         n = min(n, rest)
         every = rest // n
-        mean = _count(p, x1, range(1, 1 + n * every, every), cfg, autocast) / n
+        mean = _count(p, x1, range(1, 1 + n * every, every), cfg) / n
     return first + rest * mean, once
 
 
