@@ -240,16 +240,16 @@ def train(
             prog.step, prog.seconds = step + 1, base + time.perf_counter() - t0
             bar.update(1)
             at_log = prog.step % cfg.log_every == 0 or prog.step == cfg.steps
+            if at_log:  # before a stop: a run stopped at a log step keeps that step's line
+                _log_window(log, prog, prog.step, cfg, p, logs, run_dir)
+                bar.set_postfix(loss=f"{prog.last:.4g}")
             if distributed.stop_requested(at_log) and prog.step != cfg.steps:
                 save_checkpoint(run_dir / CKPT, prog, p, batches)
                 distributed.barrier()
                 bar.close()
                 raise Stopped(prog.step, cfg.steps)
-            if at_log:
-                _log_window(log, prog, prog.step, cfg, p, logs, run_dir)
-                bar.set_postfix(loss=f"{prog.last:.4g}")
-                if prog.step % cfg.ckpt_every == 0 or prog.step == cfg.steps:
-                    save_checkpoint(run_dir / CKPT, prog, p, batches)
+            if at_log and (prog.step % cfg.ckpt_every == 0 or prog.step == cfg.steps):
+                save_checkpoint(run_dir / CKPT, prog, p, batches)
             if on_step is not None:
                 t_probe = time.perf_counter()
                 _probe(on_step, prog, p, batches, run_dir, cfg.steps)
